@@ -1,0 +1,92 @@
+"""Gateway keys: who may call ``/v1/*`` and ``/metrics``.
+
+Keys are kept only as sha256 digests (a configured plain key is hashed at load) and a presented
+key is compared against every digest with ``hmac.compare_digest``, so neither the match position
+nor the key's length shows in the timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable
+
+import orjson
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.errors import Unauthenticated
+
+__all__ = ["AuthMiddleware", "KeyRing", "bearer_token"]
+
+
+def _digest(secret: str) -> bytes:
+    if secret.startswith("sha256:"):
+        return bytes.fromhex(secret[7:])
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class KeyRing:
+    """A set of accepted keys; empty means no authentication."""
+
+    __slots__ = ("_digests",)
+
+    def __init__(self, keys: Iterable[SecretStr]) -> None:
+        self._digests = tuple(_digest(key.get_secret_value()) for key in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def allows(self, presented: str | None) -> bool:
+        if presented is None:
+            return False
+        candidate = hashlib.sha256(presented.encode()).digest()
+        found = False
+        for digest in self._digests:
+            found |= hmac.compare_digest(candidate, digest)
+        return found
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The key from ``Authorization: Bearer ...`` (or ``api-key``, as Azure-style clients send)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        if name == b"api-key":
+            return value.decode("latin-1").strip() or None
+    return None
+
+
+class AuthMiddleware:
+    """Refuses ``/v1/*`` without a gateway key and ``/metrics`` without the metrics key, when set."""
+
+    def __init__(self, app: ASGIApp, keyrings: Callable[[], tuple[KeyRing, KeyRing]]) -> None:
+        self.app = app
+        self.keyrings = keyrings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            gateway_keys, metrics_keys = self.keyrings()
+            path: str = scope["path"]
+            ring = gateway_keys if path.startswith("/v1/") else metrics_keys if path == "/metrics" else None
+            if ring and not ring.allows(bearer_token(scope)):
+                await _refuse(send, path == "/metrics")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, metrics: bool) -> None:
+    what = "the metrics key" if metrics else "a valid gateway API key"
+    error = Unauthenticated(f"Incorrect or missing API key. Send {what} as 'Authorization: Bearer <key>'.")
+    body = orjson.dumps(error.to_body())
+    await send({
+        "type": "http.response.start",
+        "status": 401,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="prefit"'),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,122 @@
+"""The ``prefit`` command: a thin layer mapping flags onto settings, as uvicorn's CLI does."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import click
+import uvicorn
+
+from gateway.config import Config, find_settings_file, load_config
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+from gateway.server import create_app
+
+__all__ = ["main"]
+
+log = logging.getLogger("prefit")
+
+_config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Settings file (default: ./prefit.yaml, else built-in defaults).",
+)
+
+
+def _load_or_exit(config_path: Path | None) -> Config:
+    """Load configuration, or print every problem as file:line:column and exit 1."""
+    try:
+        return load_config(find_settings_file(config_path))
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(f"error: {issue}", err=True)
+        click.echo(f"{len(exc.issues)} configuration error(s); nothing was started.", err=True)
+        sys.exit(1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before serving so that ``--port 0`` can report the port the system chose."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        sys.exit(1)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, announcing its real address once it accepts requests."""
+
+    def __init__(self, config: uvicorn.Config, address: tuple[str, int]) -> None:
+        super().__init__(config)
+        self.address = address
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.address
+            shown = f"[{host}]" if ":" in host else host
+            log.info("prefit listening on http://%s:%d", shown, port, extra={"fields": {"host": host, "port": port}})
+
+
+@click.group()
+@click.version_option(package_name="prefit")
+def main() -> None:
+    """Prefit: an OpenAI-compatible gateway for prompting, retrieval and decomposition."""
+
+
+@main.command()
+@_config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config_path: Path | None, host: str, port: int, log_level: str) -> None:
+    """Serve the gateway."""
+    configure_logging(log_level)
+    config = _load_or_exit(config_path)
+    if not config.settings.keys and not _is_loopback(host):
+        log.warning("no gateway keys are configured and %s is not a loopback address: anyone who can reach "
+                    "this port can spend your upstream credit; set `keys:` in prefit.yaml", host)
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    server_config = uvicorn.Config(
+        create_app(config), loop="uvloop", http="httptools", lifespan="on", log_config=None,
+        access_log=False, server_header=False, timeout_graceful_shutdown=30,
+    )
+    _Server(server_config, (bound_host, bound_port)).run(sockets=[sock])
+
+
+@main.command()
+@_config_option
+def check(config_path: Path | None) -> None:
+    """Validate the settings file and every policy; exit 1 listing every error."""
+    config = _load_or_exit(config_path)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(config.policies)} policies from {config.policies_dir}")
+    for column in ("model", "file", "upstream", "upstream model", "prompt version"):
+        table.add_column(column)
+    for policy in config.policies.values():
+        table.add_row(policy.name, policy.source, policy.upstream, policy.upstream_model, policy.prompt_version or "-")
+    console = Console()
+    console.print(table)
+    console.print(f"settings: {config.settings_file or 'built-in defaults'}: ok")

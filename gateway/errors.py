@@ -1,0 +1,168 @@
+"""Prefit's one error hierarchy, mapped to HTTP in exactly one place (``gateway.server``).
+
+::
+
+    PrefitError                     status  type                    code
+    ├── InvalidRequest              400     invalid_request_error   (varies)
+    │   └── BodyTooLarge            413     invalid_request_error   request_too_large
+    ├── Unauthenticated             401     authentication_error    invalid_api_key
+    ├── ModelNotFound               404     invalid_request_error   model_not_found
+    ├── RateLimited                 429     rate_limit_error        rate_limit_exceeded
+    └── UpstreamError               502     upstream_error          upstream_error
+        ├── UpstreamUnreachable     502     upstream_error          upstream_unreachable
+        ├── UpstreamTimeout         504     upstream_error          upstream_timeout
+        └── UpstreamStatus          (the upstream's own status and body, passed through)
+
+    ConfigError                     never HTTP: a load error naming file, line and field
+
+Messages never carry keys: the upstream client scrubs them before raising.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BodyTooLarge",
+    "ConfigError",
+    "ConfigIssue",
+    "InvalidRequest",
+    "ModelNotFound",
+    "PrefitError",
+    "RateLimited",
+    "Unauthenticated",
+    "UpstreamError",
+    "UpstreamStatus",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+]
+
+
+class PrefitError(Exception):
+    """An error a client may see, with its OpenAI-style fields."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def to_body(self) -> dict[str, Any]:
+        """The ``{"error": {...}}`` body OpenAI clients parse."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(PrefitError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class Unauthenticated(PrefitError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(PrefitError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RateLimited(PrefitError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(PrefitError):
+    """The upstream could not give an answer; ``reason`` is a bounded metrics label."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    reason = "error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+    reason = "connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    reason = "timeout"
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status; its status and body reach the client as sent."""
+
+    reason = "status"
+
+    def __init__(self, status: int, body: bytes, content_type: str, message: str) -> None:
+        super().__init__(message, code=f"upstream_status_{status}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+class ConfigIssue:
+    """One problem in one file: ``path:line:column: field.path: message``."""
+
+    __slots__ = ("column", "field", "file", "line", "message")
+
+    def __init__(
+        self, file: str, message: str, *, line: int | None = None, column: int | None = None, field: str = ""
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ConfigIssue({str(self)!r})"
+
+
+class ConfigError(Exception):
+    """Every problem found while loading configuration, collected rather than stopping at the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))

@@ -1,0 +1,328 @@
+"""HTTP endpoints: parse once, resolve the model to a policy or passthrough, call the pipeline, reply.
+
+Each endpoint turns a ``PrefitError`` into OpenAI's error shape right here (``error_response``),
+so the one error mapping lives in this module; anything else is left to the exchange layer's 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config import Config, LoadedPolicy
+from gateway.errors import BodyTooLarge, ModelNotFound, PrefitError, UpstreamStatus
+from gateway.exchange import CLIENT_CLOSED, Exchange, exchange_of
+from gateway.pipeline import Pipeline
+from gateway.runtime import Runtime
+from gateway.metrics import CONTENT_TYPE_LATEST
+from gateway.sse import EventStreamResponse, HangupAwareResponse
+from gateway.upstream import Upstream
+from gateway.wire import ChatRequest, dump_body, parse_chat_request, parse_model_request
+from middleware.base import Call
+
+__all__ = [
+    "chat_completions",
+    "completions",
+    "embeddings",
+    "error_response",
+    "healthz",
+    "list_models",
+    "metrics_endpoint",
+    "passthrough",
+    "readyz",
+]
+
+_PASSTHROUGH = Pipeline(())
+_NO_VARIANT = "default"
+_NO_PROMPT_VERSION = "none"
+_JSON = "application/json"
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def error_response(exc: PrefitError, headers: dict[str, str] | None = None) -> Response:
+    """OpenAI's ``{"error": {...}}`` with the matching status; an upstream's own error body as sent."""
+    merged = {**(headers or {}), **exc.headers}
+    if isinstance(exc, UpstreamStatus):
+        return Response(exc.body, status_code=exc.status, headers=merged, media_type=exc.content_type)
+    return Response(orjson.dumps(exc.to_body()), status_code=exc.status, headers=merged, media_type=_JSON)
+
+
+def endpoint(handler: Handler) -> Handler:
+    """Wrap a handler so a ``PrefitError`` becomes its OpenAI-shaped response and is noted for the log."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except PrefitError as exc:
+            exchange_of(request.scope).error_code = exc.code
+            return error_response(exc, request.state.prefit_headers if hasattr(request.state, "prefit_headers") else None)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+        parts.append(part)
+    return b"".join(parts)
+
+
+# -- model resolution -------------------------------------------------------------------------
+
+
+class _Route:
+    """Where one request goes: a policy's pipeline and upstream, or passthrough to the default."""
+
+    __slots__ = ("pipeline", "policy", "upstream")
+
+    def __init__(self, policy: LoadedPolicy | None, upstream: Upstream, pipeline: Pipeline) -> None:
+        self.policy = policy
+        self.upstream = upstream
+        self.pipeline = pipeline
+
+
+def _resolve(runtime: Runtime, config: Config, model: str, exchange: Exchange) -> _Route:
+    """Find the policy for ``model``, else the default upstream. Raises ``ModelNotFound``."""
+    policy = config.policies.get(model)
+    if policy is not None:
+        exchange.policy = policy.name
+        exchange.variant = _NO_VARIANT
+        exchange.prompt_version = policy.prompt_version or _NO_PROMPT_VERSION
+        exchange.upstream = policy.upstream
+        exchange.model = policy.upstream_model
+        return _Route(policy, runtime.upstreams[policy.upstream], policy.pipeline)
+    default = config.settings.default_upstream
+    if default is None:
+        raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+    exchange.policy = "passthrough"
+    exchange.upstream = default
+    exchange.model = model if runtime.catalog.knows(model) else "other"
+    return _Route(None, runtime.upstreams[default], _PASSTHROUGH)
+
+
+def _prefit_headers(exchange: Exchange) -> dict[str, str]:
+    return {
+        "x-prefit-policy": exchange.policy,
+        "x-prefit-variant": exchange.variant,
+        "x-prefit-prompt-version": exchange.prompt_version,
+        "x-prefit-upstream": exchange.upstream,
+    }
+
+
+# -- streaming --------------------------------------------------------------------------------
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls") or delta.get("refusal")):
+                return True
+            if choice.get("text"):
+                return True
+    return False
+
+
+async def _sse_events(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[bytes]:
+    """Serialise chunks as SSE; a failure mid-stream becomes a final OpenAI error event, never silence."""
+    try:
+        async for chunk in chunks:
+            if exchange.first_token_at is None and _has_content(chunk):
+                exchange.first_token_at = time.perf_counter()
+            usage = chunk.get("usage")
+            if usage:
+                exchange.add_usage(usage)
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except PrefitError as exc:
+        exchange.outcome = exc.status
+        exchange.error_code = exc.code
+        yield b"data: " + orjson.dumps(exc.to_body()) + b"\n\n"
+    except asyncio.CancelledError:
+        exchange.outcome = CLIENT_CLOSED
+        exchange.error_code = "client_closed"
+        raise
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+# -- endpoints --------------------------------------------------------------------------------
+
+
+@endpoint
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``, whole or streamed, through the model's policy."""
+    runtime = runtime_of(request)
+    config = runtime.config
+    exchange = exchange_of(request.scope)
+    chat = parse_chat_request(await read_body(request, config.settings.max_body_bytes))
+    route = _resolve(runtime, config, chat.model, exchange)
+    headers = request.state.prefit_headers = _prefit_headers(exchange)
+    call = Call(
+        request_id=exchange.request_id, body=chat, policy=exchange.policy, variant=exchange.variant,
+        prompt_version=exchange.prompt_version, upstream=exchange.upstream, stream=bool(chat.stream),
+        observe_stage=runtime.metrics.observe_stage,
+    )
+    upstream, request_id = route.upstream, exchange.request_id
+
+    async def send(body: ChatRequest) -> dict[str, Any]:
+        return await upstream.post_json("/chat/completions", dump_body(body), request_id)
+
+    async def open_stream(body: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        return await upstream.open_stream("/chat/completions", dump_body(body), request_id)
+
+    exchange.stream = call.stream
+    if call.stream:
+        chunks = await route.pipeline.stream(call, open_stream, send)
+        if route.policy is not None:
+            exchange.model = call.body.model
+        return EventStreamResponse(_sse_events(chunks, exchange), headers={**headers, **call.response_headers})
+    reply = await route.pipeline.complete(call, send)
+    if route.policy is not None:
+        exchange.model = call.body.model
+    exchange.add_usage(reply.get("usage"))
+    return Response(orjson.dumps(reply), headers={**headers, **call.response_headers}, media_type=_JSON)
+
+
+async def _model_call(request: Request, path: str, *, apply_params: bool) -> Response:
+    """Completions and embeddings: the policy picks upstream and model; the body is otherwise the client's."""
+    runtime = runtime_of(request)
+    config = runtime.config
+    exchange = exchange_of(request.scope)
+    body = parse_model_request(await read_body(request, config.settings.max_body_bytes))
+    route = _resolve(runtime, config, body.model, exchange)
+    headers = request.state.prefit_headers = _prefit_headers(exchange)
+    if route.policy is not None:
+        body.model = route.policy.upstream_model
+        if apply_params:
+            for name, value in route.policy.spec.params.items():
+                if getattr(body, name, None) is None:
+                    setattr(body, name, value)
+    exchange.stream = bool(body.stream)
+    raw = dump_body(body)
+    if exchange.stream:
+        chunks = await route.upstream.open_stream(path, raw, exchange.request_id)
+        return EventStreamResponse(_sse_events(chunks, exchange), headers=headers)
+    reply = await route.upstream.post_json(path, raw, exchange.request_id)
+    exchange.add_usage(reply.get("usage"))
+    return Response(orjson.dumps(reply), headers=headers, media_type=_JSON)
+
+
+@endpoint
+async def completions(request: Request) -> Response:
+    """``POST /v1/completions`` (legacy text completions)."""
+    return await _model_call(request, "/completions", apply_params=True)
+
+
+@endpoint
+async def embeddings(request: Request) -> Response:
+    """``POST /v1/embeddings``."""
+    return await _model_call(request, "/embeddings", apply_params=False)
+
+
+@endpoint
+async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours)."""
+    runtime = runtime_of(request)
+    config = runtime.config
+    created = int(config.loaded_at)
+    data: list[dict[str, Any]] = [
+        {
+            "id": policy.name, "object": "model", "created": created, "owned_by": "prefit",
+            "prefit": {
+                "policy": policy.source.rsplit("/", 1)[-1], "upstream": policy.upstream,
+                "upstream_model": policy.upstream_model, "prompt_version": policy.prompt_version or None,
+                "description": policy.spec.description,
+            },
+        }
+        for policy in config.policies.values()
+    ]
+    names = set(config.policies)
+    data.extend(model for model in await runtime.catalog.models() if model["id"] not in names)
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+
+_FORWARDED_METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@endpoint
+async def passthrough(request: Request) -> Response:
+    """Any other ``/v1/*`` path: sent to the default upstream as it came, the reply streamed back as it comes."""
+    runtime = runtime_of(request)
+    config = runtime.config
+    exchange = exchange_of(request.scope)
+    default = config.settings.default_upstream
+    if default is None:
+        raise ModelNotFound(f"No upstream serves {request.url.path} on this gateway.", code="not_found")
+    body = b""
+    if request.method in _FORWARDED_METHODS_WITH_BODY:
+        body = await read_body(request, config.settings.max_body_bytes)
+    exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
+    upstream = runtime.upstreams[default]
+    reply = await upstream.forward(
+        request.method, request.url.path.removeprefix("/v1"), request.url.query,
+        request.headers.items(), body, exchange.request_id,
+    )
+    response = HangupAwareResponse(_guarded(reply.body, exchange), status_code=reply.status)
+    response.raw_headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1", "replace")) for name, value in reply.headers
+    ] + [(b"x-prefit-upstream", default.encode()), (b"x-prefit-policy", b"passthrough")]
+    return response
+
+
+async def _guarded(body: AsyncIterator[bytes], exchange: Exchange) -> AsyncIterator[bytes]:
+    """A forwarded body that ends (and is counted as failed) if the upstream breaks off mid-way."""
+    try:
+        async for part in body:
+            yield part
+    except PrefitError as exc:
+        exchange.outcome = exc.status
+        exchange.error_code = exc.code
+    except asyncio.CancelledError:
+        exchange.outcome = CLIENT_CLOSED
+        raise
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]
+
+
+async def healthz(request: Request) -> Response:
+    """``GET /healthz``: the process is up."""
+    return Response(b'{"status":"ok"}', media_type=_JSON)
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: config loaded and clients started; 503 otherwise."""
+    runtime = runtime_of(request)
+    ready = runtime.started
+    body = {
+        "status": "ready" if ready else "starting",
+        "policies": len(runtime.config.policies),
+        "config_loaded_at": runtime.config.loaded_at,
+    }
+    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics`` in Prometheus' text format."""
+    return Response(runtime_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,56 @@
+"""Build the ASGI app: routes, the plain-ASGI layers around them, and the lifespan that owns clients."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from gateway import routing
+from gateway.auth import AuthMiddleware
+from gateway.config import Config
+from gateway.exchange import ExchangeMiddleware
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def create_app(config: Config, metrics: Metrics | None = None) -> Starlette:
+    """The gateway for one loaded ``Config``; clients open in the lifespan, inside the serving loop."""
+    metrics = metrics or Metrics()
+    runtime = Runtime(config, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        log.info("gateway ready", extra={"fields": {"policies": sorted(runtime.config.policies)}})
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    routes = [
+        Route("/v1/chat/completions", routing.chat_completions, methods=["POST"]),
+        Route("/v1/completions", routing.completions, methods=["POST"]),
+        Route("/v1/embeddings", routing.embeddings, methods=["POST"]),
+        Route("/v1/models", routing.list_models, methods=["GET"]),
+        Route("/v1/{path:path}", routing.passthrough, methods=_ALL_METHODS),
+        Route("/healthz", routing.healthz, methods=["GET"]),
+        Route("/readyz", routing.readyz, methods=["GET"]),
+        Route("/metrics", routing.metrics_endpoint, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(ExchangeMiddleware, metrics=metrics, access_log_enabled=config.settings.access_log),
+        Middleware(AuthMiddleware, keyrings=runtime.keyrings),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,129 @@
+"""The gateway settings schema (``prefit.yaml``) and its built-in defaults.
+
+Every field carries a description: ``prefit schema`` and ``docs/`` are generated from it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = ["DEFAULT_SETTINGS_YAML", "GatewayKey", "Price", "QdrantSettings", "Settings", "UpstreamSettings"]
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_RESERVED_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection"}
+
+
+def _key_form(key: SecretStr) -> SecretStr:
+    secret = key.get_secret_value()
+    if not secret:
+        raise ValueError("a key must not be empty")
+    if secret.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", secret):
+        raise ValueError("a hashed key must be 'sha256:' followed by 64 hex digits")
+    return key
+
+
+#: A gateway key as configured: the key itself, or ``sha256:<hex digest>`` of it.
+GatewayKey = Annotated[SecretStr, AfterValidator(_key_form)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSettings(_Strict):
+    """One model provider that policies may name. Clients can never choose a URL themselves."""
+
+    base_url: str = Field(description="OpenAI-compatible base URL, including /v1.", examples=["https://api.openai.com/v1"])
+    api_key: SecretStr | None = Field(
+        default=None, description="Sent as `Authorization: Bearer ...`; never logged or returned."
+    )
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="Deadline for a whole non-streamed answer, or for a stream's first chunk."
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Deadline for opening a connection.")
+    read_timeout_s: float | None = Field(
+        default=None, gt=0, description="Longest silence allowed between two reads; defaults to timeout_s."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent on every upstream call.")
+    max_connections: int = Field(default=256, ge=1, description="Size of this upstream's connection pool.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or not value.get_secret_value() else value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"{name!r} is set by the gateway and cannot be configured")
+        return value
+
+    @property
+    def read_timeout(self) -> float:
+        return self.read_timeout_s or self.timeout_s
+
+
+class QdrantSettings(_Strict):
+    """Where vectors live: embedded on disk (``path``) or a Qdrant server (``url``)."""
+
+    path: str | None = Field(default=".prefit/qdrant", description="Embedded Qdrant storage directory.")
+    url: str | None = Field(default=None, description="Qdrant server URL; takes precedence over path.")
+    api_key: SecretStr | None = Field(default=None, description="Qdrant server API key.")
+
+
+class Price(_Strict):
+    """USD per million tokens for one upstream model."""
+
+    input: float = Field(ge=0, description="USD per million prompt tokens.")
+    output: float = Field(ge=0, description="USD per million completion tokens.")
+    cached_input: float | None = Field(default=None, ge=0, description="USD per million cached prompt tokens.")
+
+
+class Settings(_Strict):
+    """The gateway settings file, ``prefit.yaml``."""
+
+    upstreams: dict[str, UpstreamSettings] = Field(description="Named upstreams that policies refer to.")
+    default_upstream: str | None = Field(
+        default="openai", description="Serves model names that have no policy; null answers 404 model_not_found."
+    )
+    policies_dir: str = Field(default="policies", description="Directory of policy files, relative to this file.")
+    keys: list[GatewayKey] = Field(
+        default_factory=list, description="Gateway API keys, plain or `sha256:<hex>`; empty means no auth."
+    )
+    metrics_key: GatewayKey | None = Field(default=None, description="Bearer key that /metrics requires, if set.")
+    admin_keys: list[GatewayKey] = Field(default_factory=list, description="Keys for /console.")
+    redis_url: str | None = Field(default=None, description="Redis for shared cache and rate limits.")
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings, description="Vector store.")
+    prices: dict[str, Price] = Field(default_factory=dict, description="Prices by upstream model.")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413).")
+    models_cache_s: float = Field(default=60.0, ge=0, description="How long the upstream model list is cached.")
+    access_log: bool = Field(default=True, description="One JSON line per request on the prefit.access logger.")
+
+    @model_validator(mode="after")
+    def _default_upstream_exists(self) -> Settings:
+        if self.default_upstream is not None and self.default_upstream not in self.upstreams:
+            raise ValueError(f"default_upstream {self.default_upstream!r} is not one of the upstreams")
+        return self
+
+
+DEFAULT_SETTINGS_YAML = """\
+# Built-in settings: what `prefit serve` uses with no --config and no ./prefit.yaml.
+upstreams:
+  openai: {base_url: https://api.openai.com/v1, api_key: ${OPENAI_API_KEY}}
+default_upstream: openai
+policies_dir: policies
+"""

@@ -1,0 +1,1 @@
+"""Fakes for the one thing tests may fake: the model provider."""

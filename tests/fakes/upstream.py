@@ -1,0 +1,313 @@
+"""A small fake OpenAI server on a real socket that records what it received.
+
+Behaviour is chosen by the requested model name so one server serves every test:
+
+- anything else: a chat completion echoing the last user message, with usage
+- ``fake-500`` / ``fake-400`` / ``fake-429``: that status with an OpenAI error body
+- ``fake-leak``: a 401 whose body repeats the Authorization header it got (a careless provider)
+- ``fake-slow``: answers only after ``slow_seconds`` (for deadline tests)
+- ``fake-break``: streams two chunks, then drops the connection
+- ``fake-hold``: streams one chunk, then waits for ``release`` (disconnect tests set ``cancelled``)
+- ``fake-stream-error``: streams one chunk, then an SSE error event
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeUpstream:
+    """Run with ``start()``; inspect ``requests``; ``reset()`` between tests."""
+
+    slow_seconds: float = 5.0
+    requests: list[Recorded] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    hold_started: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+    fail_models_list: bool = False
+
+    def __post_init__(self) -> None:
+        self._release: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.cancelled.clear()
+        self.hold_started.clear()
+        self.fail_models_list = False
+
+    def release(self) -> None:
+        """Let a ``fake-hold`` stream continue."""
+        assert self._loop is not None and self._release is not None
+        self._loop.call_soon_threadsafe(self._release.set)
+
+    def last(self, path: str | None = None) -> Recorded:
+        for item in reversed(self.requests):
+            if path is None or item.path == path:
+                return item
+        raise AssertionError(f"the fake upstream received no request for {path}")
+
+    # -- server ---------------------------------------------------------------------------
+
+    def start(self) -> FakeUpstream:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app(), log_level="critical", lifespan="on", loop="asyncio")
+        self._server = uvicorn.Server(config)
+        ready = threading.Event()
+
+        def run() -> None:
+            async def serve() -> None:
+                self._loop = asyncio.get_running_loop()
+                self._release = asyncio.Event()
+                ready.set()
+                assert self._server is not None
+                await self._server.serve(sockets=[sock])
+
+            asyncio.run(serve())
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/v1/{path:path}", self.echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            ]
+        )
+
+    async def _record(self, request: Request) -> Any:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")
+        self.requests.append(
+            Recorded(request.method, request.url.path, request.url.query, dict(request.headers.items()), body)
+        )
+        return body
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        body = await self._record(request)
+        model = body.get("model", "")
+        scripted = await self._scripted(model, request)
+        if scripted is not None:
+            return scripted
+        text = _last_user_text(body.get("messages", []))
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._chat_stream(model, text, include_usage), media_type="text/event-stream")
+        return _json(_completion(model, f"echo: {text}"))
+
+    async def _scripted(self, model: str, request: Request) -> Response | None:
+        if model in ("fake-500", "fake-400", "fake-429"):
+            status = int(model[5:])
+            return _json(_error(f"scripted {status}", "server_error" if status >= 500 else "invalid_request_error"), status)
+        if model == "fake-leak":
+            return _json(_error(f"bad key: {request.headers.get('authorization')}", "invalid_request_error"), 401)
+        if model == "fake-slow":
+            await asyncio.sleep(self.slow_seconds)
+            return _json(_completion(model, "too late"))
+        if model == "fake-break":
+            return StreamingResponse(self._broken_stream(model), media_type="text/event-stream")
+        if model == "fake-hold":
+            return StreamingResponse(self._held_stream(model), media_type="text/event-stream")
+        if model == "fake-stream-error":
+            return StreamingResponse(self._error_stream(model), media_type="text/event-stream")
+        return None
+
+    async def _chat_stream(self, model: str, text: str, include_usage: bool):  # type: ignore[no-untyped-def]
+        words = f"echo: {text}".split(" ")
+        yield _event(_chunk(model, {"role": "assistant", "content": ""}, include_usage))
+        for index, word in enumerate(words):
+            yield _event(_chunk(model, {"content": word if index == 0 else f" {word}"}, include_usage))
+        yield _event(_chunk(model, {}, include_usage, finish="stop"))
+        if include_usage:
+            yield _event({**_chunk(model, {}, False), "choices": [], "usage": _usage(text)})
+        yield b"data: [DONE]\n\n"
+
+    async def _broken_stream(self, model: str):  # type: ignore[no-untyped-def]
+        yield _event(_chunk(model, {"role": "assistant", "content": "part"}, False))
+        yield _event(_chunk(model, {"content": " two"}, False))
+        raise ConnectionResetError("fake upstream drops the connection")
+
+    async def _held_stream(self, model: str):  # type: ignore[no-untyped-def]
+        try:
+            yield _event(_chunk(model, {"role": "assistant", "content": "first"}, False))
+            self.hold_started.set()
+            assert self._release is not None
+            await self._release.wait()
+            yield _event(_chunk(model, {"content": " after release"}, False))
+            yield b"data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled.set()
+            raise
+        finally:
+            if self._release is not None:
+                self._release.clear()
+
+    async def _error_stream(self, model: str):  # type: ignore[no-untyped-def]
+        yield _event(_chunk(model, {"role": "assistant", "content": "partial"}, False))
+        yield _event(_error("the model crashed", "server_error"))
+
+    async def completions(self, request: Request) -> Response:
+        body = await self._record(request)
+        model = body.get("model", "")
+        prompt = body.get("prompt", "")
+        if body.get("stream"):
+
+            async def stream():  # type: ignore[no-untyped-def]
+                for word in ("done", " streaming"):
+                    yield _event({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
+                                  "choices": [{"index": 0, "text": word, "finish_reason": None, "logprobs": None}]})
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+        return _json({
+            "id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "text": f"completed: {prompt}", "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        })
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await self._record(request)
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        return _json({
+            "object": "list", "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(items))],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        })
+
+    async def models(self, request: Request) -> Response:
+        await self._record(request)
+        if self.fail_models_list:
+            return _json(_error("models unavailable", "server_error"), 503)
+        return _json({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 1700000000, "owned_by": "fake"} for name in MODELS
+        ]})
+
+    async def responses(self, request: Request) -> Response:
+        body = await self._record(request)
+        text = body.get("input") if isinstance(body.get("input"), str) else "?"
+        reply = {
+            "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": body.get("model"),
+            "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": f"responded: {text}", "annotations": []}]}],
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+        }
+        if body.get("stream"):
+
+            async def stream():  # type: ignore[no-untyped-def]
+                yield b"event: response.created\ndata: " + orjson.dumps(
+                    {"type": "response.created", "sequence_number": 0, "response": {**reply, "status": "in_progress", "output": []}}
+                ) + b"\n\n"
+                yield b"event: response.output_text.delta\ndata: " + orjson.dumps(
+                    {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0,
+                     "content_index": 0, "delta": f"responded: {text}", "logprobs": []}
+                ) + b"\n\n"
+                yield b"event: response.completed\ndata: " + orjson.dumps(
+                    {"type": "response.completed", "sequence_number": 2, "response": reply}
+                ) + b"\n\n"
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+        return _json(reply)
+
+    async def echo(self, request: Request) -> Response:
+        body = await self._record(request)
+        return _json({"method": request.method, "path": request.url.path, "query": request.url.query, "body": body},
+                     headers={"x-upstream-header": "kept", "set-cookie": "session=upstream"})
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def _event(data: Any) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _usage(text: str) -> dict[str, int]:
+    prompt = max(1, len(text.split()))
+    return {"prompt_tokens": prompt, "completion_tokens": prompt + 1, "total_tokens": 2 * prompt + 1}
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return ""
+
+
+def _completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                     "logprobs": None}],
+        "usage": _usage(text),
+    }
+
+
+def _chunk(model: str, delta: dict[str, Any], include_usage: bool, finish: str | None = None) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
