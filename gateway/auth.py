@@ -80,13 +80,15 @@ async def _refuse(send: Send, metrics: bool) -> None:
     what = "the metrics key" if metrics else "a valid gateway API key"
     error = Unauthenticated(f"Incorrect or missing API key. Send {what} as 'Authorization: Bearer <key>'.")
     body = orjson.dumps(error.to_body())
-    await send({
-        "type": "http.response.start",
-        "status": 401,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="prefit"'),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b'Bearer realm="prefit"'),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -21,7 +21,10 @@ __all__ = ["main"]
 log = logging.getLogger("prefit")
 
 _config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Settings file (default: ./prefit.yaml, else built-in defaults).",
 )
 
@@ -87,19 +90,30 @@ def main() -> None:
 @_config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def serve(config_path: Path | None, host: str, port: int, log_level: str) -> None:
     """Serve the gateway."""
     configure_logging(log_level)
     config = _load_or_exit(config_path)
     if not config.settings.keys and not _is_loopback(host):
-        log.warning("no gateway keys are configured and %s is not a loopback address: anyone who can reach "
-                    "this port can spend your upstream credit; set `keys:` in prefit.yaml", host)
+        log.warning(
+            "no gateway keys are configured and %s is not a loopback address: anyone who can reach "
+            "this port can spend your upstream credit; set `keys:` in prefit.yaml",
+            host,
+        )
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     server_config = uvicorn.Config(
-        create_app(config), loop="uvloop", http="httptools", lifespan="on", log_config=None,
-        access_log=False, server_header=False, timeout_graceful_shutdown=30,
+        create_app(config),
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
     )
     _Server(server_config, (bound_host, bound_port)).run(sockets=[sock])
 

@@ -9,8 +9,8 @@ in every file is collected and raised together as one ``ConfigError``.
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -175,15 +175,15 @@ def _load_policies(
             continue
         if policy.name in policies:
             first = policies[policy.name].source
-            issues.append(ConfigIssue(policy.source, f"model {policy.name!r} is already served by {first}", field="model"))
+            issues.append(
+                ConfigIssue(policy.source, f"model {policy.name!r} is already served by {first}", field="model")
+            )
             continue
         policies[policy.name] = policy
     return policies
 
 
-def load_config(
-    settings_file: Path | None, *, resources: Resources | None = None, cwd: Path | None = None
-) -> Config:
+def load_config(settings_file: Path | None, *, resources: Resources | None = None, cwd: Path | None = None) -> Config:
     """Load settings and every policy. Raises ``ConfigError`` listing every problem found."""
     issues: list[ConfigIssue] = []
     settings, located = _load_settings(settings_file, issues)

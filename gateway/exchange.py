@@ -68,14 +68,15 @@ def _int(value: object) -> int:
 
 
 def exchange_of(scope: Scope) -> Exchange:
-    exchange: Exchange = scope["state"]["exchange"]
+    exchange = scope["state"]["exchange"]
+    assert isinstance(exchange, Exchange)
     return exchange
 
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _REQUEST_ID.match(value):
-            return value.decode()
+            return str(value.decode())
     return uuid.uuid4().hex
 
 
@@ -148,9 +149,14 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
     }
     if exchange.policy != "none":
         fields.update(
-            policy=exchange.policy, variant=exchange.variant, prompt_version=exchange.prompt_version,
-            upstream=exchange.upstream, model=exchange.model, stream=exchange.stream,
-            prompt_tokens=exchange.prompt_tokens, completion_tokens=exchange.completion_tokens,
+            policy=exchange.policy,
+            variant=exchange.variant,
+            prompt_version=exchange.prompt_version,
+            upstream=exchange.upstream,
+            model=exchange.model,
+            stream=exchange.stream,
+            prompt_tokens=exchange.prompt_tokens,
+            completion_tokens=exchange.completion_tokens,
         )
     if exchange.first_token_at is not None:
         fields["ttft_ms"] = round((exchange.first_token_at - exchange.start) * 1000, 3)
@@ -162,9 +168,11 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
 async def _send_internal_error(send: Send, request_id: str) -> None:
     error = PrefitError(f"The gateway failed to handle this request (request id {request_id}).")
     body = orjson.dumps(error.to_body())
-    await send({
-        "type": "http.response.start",
-        "status": 500,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

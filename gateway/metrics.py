@@ -51,46 +51,62 @@ class Metrics:
         )
         self.request_duration = _Family(
             Histogram(
-                "prefit_request_duration_seconds", "Whole request time as the client saw it.",
-                ["policy", "variant"], buckets=_LATENCY_BUCKETS, registry=r,
+                "prefit_request_duration_seconds",
+                "Whole request time as the client saw it.",
+                ["policy", "variant"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
             )
         )
         self.upstream_duration = _Family(
             Histogram(
-                "prefit_upstream_duration_seconds", "Time spent on each upstream call.",
-                ["upstream"], buckets=_LATENCY_BUCKETS, registry=r,
+                "prefit_upstream_duration_seconds",
+                "Time spent on each upstream call.",
+                ["upstream"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
             )
         )
         self.ttft = _Family(
             Histogram(
-                "prefit_time_to_first_token_seconds", "Time from request to the first streamed content chunk.",
-                ["policy", "variant"], buckets=_LATENCY_BUCKETS, registry=r,
+                "prefit_time_to_first_token_seconds",
+                "Time from request to the first streamed content chunk.",
+                ["policy", "variant"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
             )
         )
         self.stage_duration = _Family(
             Histogram(
-                "prefit_stage_duration_seconds", "Time spent in each gateway stage.",
-                ["stage"], buckets=_STAGE_BUCKETS, registry=r,
+                "prefit_stage_duration_seconds",
+                "Time spent in each gateway stage.",
+                ["stage"],
+                buckets=_STAGE_BUCKETS,
+                registry=r,
             )
         )
         self.tokens = _Family(
             Counter(
-                "prefit_tokens", "Tokens by kind: prompt and completion from upstream usage, injected by policy.",
-                ["policy", "variant", "kind"], registry=r,
+                "prefit_tokens",
+                "Tokens by kind: prompt and completion from upstream usage, injected by policy.",
+                ["policy", "variant", "kind"],
+                registry=r,
             )
         )
         self.retrieval_hits = _Family(
             Histogram(
-                "prefit_retrieval_hits", "Passages retrieved per request.", ["policy"], buckets=_HITS_BUCKETS, registry=r
+                "prefit_retrieval_hits",
+                "Passages retrieved per request.",
+                ["policy"],
+                buckets=_HITS_BUCKETS,
+                registry=r,
             )
         )
         self.cache_requests = _Family(
             Counter("prefit_cache_requests", "Response cache lookups by result.", ["result"], registry=r)
         )
         self.output_validation = _Family(
-            Counter(
-                "prefit_output_validation", "Output validation results.", ["policy", "result"], registry=r
-            )
+            Counter("prefit_output_validation", "Output validation results.", ["policy", "result"], registry=r)
         )
         self.upstream_errors = _Family(
             Counter("prefit_upstream_errors", "Failed upstream calls by reason.", ["upstream", "reason"], registry=r)
@@ -102,7 +118,12 @@ class Metrics:
             Counter("prefit_rate_limited", "Requests refused by a rate limit.", ["policy"], registry=r)
         )
         self.cost = _Family(
-            Counter("prefit_cost_usd", "Spend in USD from upstream usage and prices.", ["policy", "variant", "model"], registry=r)
+            Counter(
+                "prefit_cost_usd",
+                "Spend in USD from upstream usage and prices.",
+                ["policy", "variant", "model"],
+                registry=r,
+            )
         )
 
     def observe_stage(self, stage: str, seconds: float) -> None:

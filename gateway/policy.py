@@ -30,10 +30,13 @@ class PolicySpec(BaseModel):
     )
     description: str | None = Field(default=None, description="What this policy is for, shown in /v1/models.")
     upstream: str | None = Field(
-        default=None, description="Name of an upstream in prefit.yaml; defaults to default_upstream.", examples=["openai"]
+        default=None,
+        description="Name of an upstream in prefit.yaml; defaults to default_upstream.",
+        examples=["openai"],
     )
     upstream_model: str | None = Field(
-        default=None, description="The model the upstream is asked for; defaults to the policy's model name.",
+        default=None,
+        description="The model the upstream is asked for; defaults to the policy's model name.",
         examples=["gpt-4o-mini"],
     )
     params: dict[str, Any] = Field(

@@ -18,13 +18,13 @@ from starlette.responses import Response
 from gateway.config import Config, LoadedPolicy
 from gateway.errors import BodyTooLarge, ModelNotFound, PrefitError, UpstreamStatus
 from gateway.exchange import CLIENT_CLOSED, Exchange, exchange_of
+from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.pipeline import Pipeline
 from gateway.runtime import Runtime
-from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.sse import EventStreamResponse, HangupAwareResponse
 from gateway.upstream import Upstream
 from gateway.wire import ChatRequest, dump_body, parse_chat_request, parse_model_request
-from middleware.base import Call
+from middleware.base import Call, close_stream
 
 __all__ = [
     "chat_completions",
@@ -66,7 +66,9 @@ def endpoint(handler: Handler) -> Handler:
             return await handler(request)
         except PrefitError as exc:
             exchange_of(request.scope).error_code = exc.code
-            return error_response(exc, request.state.prefit_headers if hasattr(request.state, "prefit_headers") else None)
+            return error_response(
+                exc, request.state.prefit_headers if hasattr(request.state, "prefit_headers") else None
+            )
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -164,7 +166,7 @@ async def _sse_events(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange)
         exchange.error_code = "client_closed"
         raise
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await close_stream(chunks)
 
 
 # -- endpoints --------------------------------------------------------------------------------
@@ -180,8 +182,13 @@ async def chat_completions(request: Request) -> Response:
     route = _resolve(runtime, config, chat.model, exchange)
     headers = request.state.prefit_headers = _prefit_headers(exchange)
     call = Call(
-        request_id=exchange.request_id, body=chat, policy=exchange.policy, variant=exchange.variant,
-        prompt_version=exchange.prompt_version, upstream=exchange.upstream, stream=bool(chat.stream),
+        request_id=exchange.request_id,
+        body=chat,
+        policy=exchange.policy,
+        variant=exchange.variant,
+        prompt_version=exchange.prompt_version,
+        upstream=exchange.upstream,
+        stream=bool(chat.stream),
         observe_stage=runtime.metrics.observe_stage,
     )
     upstream, request_id = route.upstream, exchange.request_id
@@ -249,10 +256,15 @@ async def list_models(request: Request) -> Response:
     created = int(config.loaded_at)
     data: list[dict[str, Any]] = [
         {
-            "id": policy.name, "object": "model", "created": created, "owned_by": "prefit",
+            "id": policy.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "prefit",
             "prefit": {
-                "policy": policy.source.rsplit("/", 1)[-1], "upstream": policy.upstream,
-                "upstream_model": policy.upstream_model, "prompt_version": policy.prompt_version or None,
+                "policy": policy.source.rsplit("/", 1)[-1],
+                "upstream": policy.upstream,
+                "upstream_model": policy.upstream_model,
+                "prompt_version": policy.prompt_version or None,
                 "description": policy.spec.description,
             },
         }
@@ -281,8 +293,12 @@ async def passthrough(request: Request) -> Response:
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
     upstream = runtime.upstreams[default]
     reply = await upstream.forward(
-        request.method, request.url.path.removeprefix("/v1"), request.url.query,
-        request.headers.items(), body, exchange.request_id,
+        request.method,
+        request.url.path.removeprefix("/v1"),
+        request.url.query,
+        request.headers.items(),
+        body,
+        exchange.request_id,
     )
     response = HangupAwareResponse(_guarded(reply.body, exchange), status_code=reply.status)
     response.raw_headers = [
@@ -303,7 +319,7 @@ async def _guarded(body: AsyncIterator[bytes], exchange: Exchange) -> AsyncItera
         exchange.outcome = CLIENT_CLOSED
         raise
     finally:
-        await body.aclose()  # type: ignore[attr-defined]
+        await close_stream(body)
 
 
 async def healthz(request: Request) -> Response:

@@ -36,7 +36,9 @@ class _Strict(BaseModel):
 class UpstreamSettings(_Strict):
     """One model provider that policies may name. Clients can never choose a URL themselves."""
 
-    base_url: str = Field(description="OpenAI-compatible base URL, including /v1.", examples=["https://api.openai.com/v1"])
+    base_url: str = Field(
+        description="OpenAI-compatible base URL, including /v1.", examples=["https://api.openai.com/v1"]
+    )
     api_key: SecretStr | None = Field(
         default=None, description="Sent as `Authorization: Bearer ...`; never logged or returned."
     )

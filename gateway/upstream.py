@@ -22,19 +22,36 @@ import orjson
 from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from gateway.metrics import Metrics
 from gateway.settings import UpstreamSettings
+from middleware.base import close_stream
 
-__all__ = ["ForwardedReply", "Upstream", "UpstreamPool", "HOP_BY_HOP"]
+__all__ = ["HOP_BY_HOP", "ForwardedReply", "Upstream", "UpstreamPool"]
 
 log = logging.getLogger(__name__)
 
 #: Headers that describe one connection, never the message (RFC 9110 section 7.6.1).
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-     "te", "trailer", "transfer-encoding", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 #: Client headers never forwarded upstream: the gateway sets these itself or they are the client's secrets.
 _CLIENT_HEADERS_DROPPED = HOP_BY_HOP | {
-    "host", "authorization", "content-length", "accept-encoding", "cookie", "api-key", "x-api-key", "x-request-id"
+    "host",
+    "authorization",
+    "content-length",
+    "accept-encoding",
+    "cookie",
+    "api-key",
+    "x-api-key",
+    "x-request-id",
 }
 #: Upstream reply headers never returned: the body is re-framed and decompressed by the gateway.
 _REPLY_HEADERS_DROPPED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", "server", "date"}
@@ -171,7 +188,9 @@ class Upstream:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                response = await self.session.post(self.base_url + path, data=body, headers=self._headers_for(request_id))
+                response = await self.session.post(
+                    self.base_url + path, data=body, headers=self._headers_for(request_id)
+                )
                 if response.status >= 400:
                     try:
                         raise await self._status_error(response)
@@ -190,7 +209,7 @@ class Upstream:
         except StopAsyncIteration:
             return _empty()
         except BaseException:
-            await events.aclose()
+            await close_stream(events)
             raise
         return _prepend(first, events)
 
@@ -236,7 +255,7 @@ class Upstream:
             raise UpstreamError(f"upstream {self.name!r} sent an event that is not JSON") from None
         if not isinstance(event, dict):
             raise UpstreamError(f"upstream {self.name!r} sent an event that is not a JSON object")
-        if "error" in event and event["error"]:
+        if event.get("error"):
             self._metrics.count_upstream_error(self.name, "stream_error")
             detail = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
             raise UpstreamError(self.scrub(f"upstream {self.name!r} reported an error: {detail}"))
@@ -263,7 +282,8 @@ class Upstream:
             self._metrics.observe_upstream(self.name, time.perf_counter() - start)
             raise self._translate(exc) from exc
         reply_headers = [
-            (name, self.scrub(value)) for name, value in response.headers.items()
+            (name, self.scrub(value))
+            for name, value in response.headers.items()
             if name.lower() not in _REPLY_HEADERS_DROPPED
         ]
         return ForwardedReply(response.status, reply_headers, self._raw_body(response, start))
@@ -318,7 +338,7 @@ async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -
         async for event in rest:
             yield event
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await close_stream(rest)
 
 
 class UpstreamPool:

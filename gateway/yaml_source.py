@@ -131,9 +131,7 @@ class _Builder:
                         None, None, "a mapping key must be a plain scalar", key_node.start_mark
                     )
                 if key in out:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
-                    )
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
                 child = (*path, key if isinstance(key, int) else str(key))
                 self.located.keys[child] = _mark(key_node)
                 out[key if isinstance(key, str) else str(key)] = self.build(value_node, child)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, Self
 from gateway.policy import PolicySpec
 from gateway.wire import ChatChunk, ChatCompletion, ChatRequest
 
-__all__ = ["BuildContext", "Call", "Layer", "PassThrough", "Resources"]
+__all__ = ["BuildContext", "Call", "Layer", "PassThrough", "Resources", "close_stream"]
 
 
 class Resources(Protocol):
@@ -107,3 +107,10 @@ class PassThrough:
 
     def stream(self, call: Call, chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
         return chunks
+
+
+async def close_stream(chunks: AsyncIterator[Any]) -> None:
+    """Close an async iterator if it can be closed (async generators can), freeing what it holds upstream."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

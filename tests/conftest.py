@@ -26,7 +26,7 @@ def fake_upstream() -> Iterator[FakeUpstream]:
     upstream.stop()
 
 
-@pytest.fixture()
+@pytest.fixture
 def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
     """The session's fake upstream, with its recordings cleared for this test."""
     fake_upstream.reset()
@@ -44,7 +44,11 @@ class GatewayProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONASYNCIODEBUG": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--port", "0", *args],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

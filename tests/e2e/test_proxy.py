@@ -21,8 +21,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # type: ignore[no-untyped-def]
-    return start_gateway({
-        "prefit.yaml": f"""
+    return start_gateway(
+        {
+            "prefit.yaml": f"""
             upstreams:
               fake: {{base_url: {fake_upstream.base_url}, api_key: ${{FAKE_KEY:-{UPSTREAM_KEY}}}, timeout_s: 10,
                       headers: {{x-org: acme}}}}
@@ -31,28 +32,29 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             default_upstream: fake
             max_body_bytes: 20000
             """,
-        "policies/support-bot.yaml": """
+            "policies/support-bot.yaml": """
             upstream: fake
             upstream_model: gpt-4o-mini
             params: {temperature: 0, max_tokens: 50}
             """,
-        "policies/unreachable.yaml": "upstream: dead\nupstream_model: gpt-4o-mini\n",
-        "policies/slow.yaml": "upstream: tight\nupstream_model: fake-slow\n",
-        "policies/broken-stream.yaml": "upstream_model: fake-break\n",
-        "policies/held.yaml": "upstream_model: fake-hold\n",
-        "policies/stream-error.yaml": "upstream_model: fake-stream-error\n",
-        "policies/leaky.yaml": "upstream_model: fake-leak\n",
-        "policies/failing.yaml": "upstream_model: fake-500\n",
-        "policies/refusing.yaml": "upstream_model: fake-400\n",
-    })
+            "policies/unreachable.yaml": "upstream: dead\nupstream_model: gpt-4o-mini\n",
+            "policies/slow.yaml": "upstream: tight\nupstream_model: fake-slow\n",
+            "policies/broken-stream.yaml": "upstream_model: fake-break\n",
+            "policies/held.yaml": "upstream_model: fake-hold\n",
+            "policies/stream-error.yaml": "upstream_model: fake-stream-error\n",
+            "policies/leaky.yaml": "upstream_model: fake-leak\n",
+            "policies/failing.yaml": "upstream_model: fake-500\n",
+            "policies/refusing.yaml": "upstream_model: fake-400\n",
+        }
+    )
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(gateway: GatewayProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key-never-forwarded", max_retries=0)
 
 
-@pytest.fixture()
+@pytest.fixture
 def aclient(gateway: GatewayProcess) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="client-key-never-forwarded", max_retries=0)
 
@@ -71,7 +73,11 @@ def test_policy_maps_model_and_params_and_client_values_win(client: openai.OpenA
     assert reply.choices[0].message.content == "echo: where is my parcel"
     sent = upstream.last("/v1/chat/completions")
     assert sent.body == {
-        "model": "gpt-4o-mini", "messages": USER, "max_tokens": 7, "temperature": 0, "custom_field": {"kept": True}
+        "model": "gpt-4o-mini",
+        "messages": USER,
+        "max_tokens": 7,
+        "temperature": 0,
+        "custom_field": {"kept": True},
     }
     assert raw.headers["x-prefit-policy"] == "support-bot"
     assert raw.headers["x-prefit-variant"] == "default"
@@ -106,10 +112,12 @@ def test_unknown_model_goes_to_default_upstream_unchanged(client: openai.OpenAI,
 
 
 async def test_async_client_non_stream(aclient: openai.AsyncOpenAI, upstream: FakeUpstream) -> None:
-    replies = await asyncio.gather(*[
-        aclient.chat.completions.create(model="support-bot", messages=[{"role": "user", "content": f"n{i}"}])
-        for i in range(8)
-    ])
+    replies = await asyncio.gather(
+        *[
+            aclient.chat.completions.create(model="support-bot", messages=[{"role": "user", "content": f"n{i}"}])
+            for i in range(8)
+        ]
+    )
     assert sorted(r.choices[0].message.content or "" for r in replies) == [f"echo: n{i}" for i in range(8)]
 
 
@@ -149,7 +157,9 @@ def test_failure_after_stream_began_ends_with_error_event(client: openai.OpenAI,
 
 def test_client_disconnect_cancels_upstream(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
     with httpx.stream(
-        "POST", gateway.url + "/v1/chat/completions", timeout=10,
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        timeout=10,
         json={"model": "held", "messages": USER, "stream": True},
     ) as response:
         lines = response.iter_lines()
@@ -165,7 +175,10 @@ def test_completions_and_embeddings_route_through_policies(client: openai.OpenAI
     completion = client.completions.create(model="support-bot", prompt="say hi")
     assert completion.choices[0].text == "completed: say hi"
     assert upstream.last("/v1/completions").body == {
-        "model": "gpt-4o-mini", "prompt": "say hi", "temperature": 0, "max_tokens": 50
+        "model": "gpt-4o-mini",
+        "prompt": "say hi",
+        "temperature": 0,
+        "max_tokens": 50,
     }
     streamed = "".join(c.choices[0].text for c in client.completions.create(model="x", prompt="p", stream=True))
     assert streamed == "done streaming"
@@ -208,8 +221,9 @@ def test_health_ready_metrics(gateway: GatewayProcess) -> None:
 
 
 def _post(gateway: GatewayProcess, content: bytes) -> httpx.Response:
-    return httpx.post(gateway.url + "/v1/chat/completions", content=content,
-                      headers={"content-type": "application/json"}, timeout=10)
+    return httpx.post(
+        gateway.url + "/v1/chat/completions", content=content, headers={"content-type": "application/json"}, timeout=10
+    )
 
 
 def test_invalid_json_is_400(gateway: GatewayProcess) -> None:
@@ -257,7 +271,10 @@ def test_upstream_timeout_is_504_within_deadline(client: openai.OpenAI) -> None:
 
 
 def test_upstream_errors_pass_through_with_status_and_body(client: openai.OpenAI) -> None:
-    for model, status, error in (("failing", 500, openai.InternalServerError), ("refusing", 400, openai.BadRequestError)):
+    for model, status, error in (
+        ("failing", 500, openai.InternalServerError),
+        ("refusing", 400, openai.BadRequestError),
+    ):
         with pytest.raises(error) as caught:
             client.chat.completions.create(model=model, messages=USER)
         assert caught.value.status_code == status
@@ -287,14 +304,19 @@ def test_upstream_key_never_leaks(client: openai.OpenAI, gateway: GatewayProcess
 
 def test_metrics_follow_the_contract(client: openai.OpenAI, gateway: GatewayProcess) -> None:
     client.chat.completions.create(model="support-bot", messages=USER)
-    list(client.chat.completions.create(model="support-bot", messages=USER, stream=True,
-                                        stream_options={"include_usage": True}))
+    list(
+        client.chat.completions.create(
+            model="support-bot", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(model="unreachable", messages=USER)
     client.chat.completions.create(model="client-invented-name", messages=USER)
     text = gateway.metrics()
-    assert ('prefit_requests_total{model="gpt-4o-mini",policy="support-bot",prompt_version="none",'
-            'status="200",upstream="fake",variant="default"}') in text
+    assert (
+        'prefit_requests_total{model="gpt-4o-mini",policy="support-bot",prompt_version="none",'
+        'status="200",upstream="fake",variant="default"}'
+    ) in text
     assert 'policy="unreachable",prompt_version="none",status="502",upstream="dead"' in text
     assert 'model="other",policy="passthrough"' in text
     assert 'prefit_request_duration_seconds_count{policy="support-bot",variant="default"}' in text

@@ -153,7 +153,9 @@ class FakeUpstream:
     async def _scripted(self, model: str, request: Request) -> Response | None:
         if model in ("fake-500", "fake-400", "fake-429"):
             status = int(model[5:])
-            return _json(_error(f"scripted {status}", "server_error" if status >= 500 else "invalid_request_error"), status)
+            return _json(
+                _error(f"scripted {status}", "server_error" if status >= 500 else "invalid_request_error"), status
+            )
         if model == "fake-leak":
             return _json(_error(f"bad key: {request.headers.get('authorization')}", "invalid_request_error"), 401)
         if model == "fake-slow":
@@ -209,65 +211,119 @@ class FakeUpstream:
 
             async def stream():  # type: ignore[no-untyped-def]
                 for word in ("done", " streaming"):
-                    yield _event({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
-                                  "choices": [{"index": 0, "text": word, "finish_reason": None, "logprobs": None}]})
+                    yield _event(
+                        {
+                            "id": "cmpl-1",
+                            "object": "text_completion",
+                            "created": 1,
+                            "model": model,
+                            "choices": [{"index": 0, "text": word, "finish_reason": None, "logprobs": None}],
+                        }
+                    )
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(stream(), media_type="text/event-stream")
-        return _json({
-            "id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "text": f"completed: {prompt}", "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        })
+        return _json(
+            {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "text": f"completed: {prompt}", "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }
+        )
 
     async def embeddings(self, request: Request) -> Response:
         body = await self._record(request)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
-        return _json({
-            "object": "list", "model": body.get("model"),
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(items))],
-            "usage": {"prompt_tokens": 4, "total_tokens": 4},
-        })
+        return _json(
+            {
+                "object": "list",
+                "model": body.get("model"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(items))],
+                "usage": {"prompt_tokens": 4, "total_tokens": 4},
+            }
+        )
 
     async def models(self, request: Request) -> Response:
         await self._record(request)
         if self.fail_models_list:
             return _json(_error("models unavailable", "server_error"), 503)
-        return _json({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 1700000000, "owned_by": "fake"} for name in MODELS
-        ]})
+        return _json(
+            {
+                "object": "list",
+                "data": [{"id": name, "object": "model", "created": 1700000000, "owned_by": "fake"} for name in MODELS],
+            }
+        )
 
     async def responses(self, request: Request) -> Response:
         body = await self._record(request)
         text = body.get("input") if isinstance(body.get("input"), str) else "?"
         reply = {
-            "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": body.get("model"),
-            "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": f"responded: {text}", "annotations": []}]}],
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 1,
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": f"responded: {text}", "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
         }
         if body.get("stream"):
 
             async def stream():  # type: ignore[no-untyped-def]
-                yield b"event: response.created\ndata: " + orjson.dumps(
-                    {"type": "response.created", "sequence_number": 0, "response": {**reply, "status": "in_progress", "output": []}}
-                ) + b"\n\n"
-                yield b"event: response.output_text.delta\ndata: " + orjson.dumps(
-                    {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0,
-                     "content_index": 0, "delta": f"responded: {text}", "logprobs": []}
-                ) + b"\n\n"
-                yield b"event: response.completed\ndata: " + orjson.dumps(
-                    {"type": "response.completed", "sequence_number": 2, "response": reply}
-                ) + b"\n\n"
+                yield (
+                    b"event: response.created\ndata: "
+                    + orjson.dumps(
+                        {
+                            "type": "response.created",
+                            "sequence_number": 0,
+                            "response": {**reply, "status": "in_progress", "output": []},
+                        }
+                    )
+                    + b"\n\n"
+                )
+                yield (
+                    b"event: response.output_text.delta\ndata: "
+                    + orjson.dumps(
+                        {
+                            "type": "response.output_text.delta",
+                            "sequence_number": 1,
+                            "item_id": "msg_1",
+                            "output_index": 0,
+                            "content_index": 0,
+                            "delta": f"responded: {text}",
+                            "logprobs": [],
+                        }
+                    )
+                    + b"\n\n"
+                )
+                yield (
+                    b"event: response.completed\ndata: "
+                    + orjson.dumps({"type": "response.completed", "sequence_number": 2, "response": reply})
+                    + b"\n\n"
+                )
 
             return StreamingResponse(stream(), media_type="text/event-stream")
         return _json(reply)
 
     async def echo(self, request: Request) -> Response:
         body = await self._record(request)
-        return _json({"method": request.method, "path": request.url.path, "query": request.url.query, "body": body},
-                     headers={"x-upstream-header": "kept", "set-cookie": "session=upstream"})
+        return _json(
+            {"method": request.method, "path": request.url.path, "query": request.url.query, "body": body},
+            headers={"x-upstream-header": "kept", "set-cookie": "session=upstream"},
+        )
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -296,16 +352,23 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def _completion(model: str, text: str) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                     "logprobs": None}],
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+        ],
         "usage": _usage(text),
     }
 
 
 def _chunk(model: str, delta: dict[str, Any], include_usage: bool, finish: str | None = None) -> dict[str, Any]:
     chunk: dict[str, Any] = {
-        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
     }
     if include_usage:
