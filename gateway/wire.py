@@ -62,10 +62,19 @@ class ModelRequest(BaseModel):
     stream: StrictBool | None = None
 
 
+_UNION_MEMBER_TAGS = {"str", "int", "float", "bool", "none", "function-after", "function-plain"}
+
+
 def _param_of(loc: tuple[int | str, ...]) -> str:
-    """``("messages", 0, "role")`` -> ``"messages[0].role"``, the way OpenAI names params."""
+    """``("messages", 0, "role")`` -> ``"messages[0].role"``, the way OpenAI names params.
+
+    pydantic adds the failing member of a union to ``loc`` (``content.str``); clients never sent
+    such a key, so those tags are dropped.
+    """
     out = ""
     for part in loc:
+        if isinstance(part, str) and (part in _UNION_MEMBER_TAGS or "[" in part):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
