@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sys
+from typing import cast
 
 import httptools
 import uvloop
@@ -83,8 +84,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self._url = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:

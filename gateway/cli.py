@@ -127,10 +127,91 @@ def check(config_path: Path | None) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(config.policies)} policies from {config.policies_dir}")
-    for column in ("model", "file", "upstream", "upstream model", "prompt version"):
+    for column in ("model", "file", "variant", "weight", "upstream", "upstream model", "prompt", "layers"):
         table.add_column(column)
     for policy in config.policies.values():
-        table.add_row(policy.name, policy.source, policy.upstream, policy.upstream_model, policy.prompt_version or "-")
-    console = Console()
+        for variant in policy.variants:
+            layers = ", ".join(type(layer).__name__.removesuffix("Layer").lower() for layer in variant.pipeline.layers)
+            prompt = variant.prompt_version + (f" ({variant.prompt_hash})" if variant.prompt_hash else "")
+            table.add_row(
+                policy.name,
+                policy.source,
+                variant.name,
+                f"{variant.weight:g}",
+                variant.upstream,
+                variant.upstream_model,
+                prompt,
+                layers,
+            )
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     console.print(f"settings: {config.settings_file or 'built-in defaults'}: ok")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--message", "-m", "messages", multiple=True, required=True, help="A user message (repeatable).")
+@click.option("--system", default=None, help="A client system message, placed first.")
+@click.option("--variant", default=None, help="Render this variant instead of a weighted choice.")
+@click.option("--user", default=None, help="The request's `user` (decides a sticky variant).")
+@click.option("--stream", is_flag=True, help="Render as a streaming request.")
+@_config_option
+def render(
+    model: str,
+    messages: tuple[str, ...],
+    system: str | None,
+    variant: str | None,
+    user: str | None,
+    stream: bool,
+    config_path: Path | None,
+) -> None:
+    """Print the exact upstream request body for MODEL; nothing is sent upstream."""
+    import asyncio
+
+    import orjson
+
+    from gateway.errors import PrefitError
+    from gateway.render import render_request
+    from gateway.wire import ChatRequest
+
+    config = _load_or_exit(config_path)
+    chat_messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text} for text in messages
+    ]
+    body: dict[str, object] = {"model": model, "messages": chat_messages}
+    if stream:
+        body["stream"] = True
+    if user:
+        body["user"] = user
+    chat = ChatRequest.model_validate(body)
+    policy = config.policies.get(model)
+    upstream = config.settings.default_upstream or ""
+    if policy is None and not upstream:
+        click.echo(f"error: no policy serves {model!r} and there is no default upstream", err=True)
+        sys.exit(1)
+    try:
+        chosen = policy.select(variant, user) if policy is not None else None
+        rendered = asyncio.run(render_request(policy, chosen, chat, "render", upstream))
+    except PrefitError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"policy={rendered['policy']} variant={rendered['variant']} prompt_version={rendered['prompt_version']} "
+        f"prompt_hash={rendered['prompt_hash']} upstream={rendered['upstream']}",
+        err=True,
+    )
+    click.echo(orjson.dumps(rendered["body"], option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@click.option("--settings", "which", flag_value="settings", help="The settings file's schema instead.")
+@click.option("--policy", "which", flag_value="policy", default=True, help="The policy file's schema (default).")
+def schema(which: str) -> None:
+    """Print the JSON Schema of a policy file (or the settings file), for editors."""
+    import orjson
+
+    from gateway.policy import PolicySpec
+    from gateway.settings import Settings
+
+    model = Settings if which == "settings" else PolicySpec
+    click.echo(orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2).decode())

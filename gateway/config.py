@@ -19,14 +19,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import ConfigError, ConfigIssue
+from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
 from gateway.pipeline import LAYER_TYPES, Pipeline
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec
+from gateway.policy_files import PolicyFiles
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
+from gateway.variants import VariantTable
 from gateway.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
-from middleware.base import BuildContext, Layer, Resources
+from middleware.base import BuildContext, Layer, LayerError, Resources
 
-__all__ = ["Config", "LoadedPolicy", "find_settings_file", "load_config"]
+__all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "load_config"]
 
 log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -34,16 +36,57 @@ _POLICY_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True, slots=True)
+class LoadedVariant:
+    """One servable arm of a policy (a policy without variants has one, ``default``)."""
+
+    name: str
+    weight: float
+    spec: PolicySpec
+    upstream: str
+    upstream_model: str
+    prompt_version: str
+    prompt_hash: str
+    pipeline: Pipeline
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedPolicy:
-    """A validated policy with its layers compiled, ready to serve."""
+    """A validated policy with every variant's layers compiled, ready to serve."""
 
     name: str
     spec: PolicySpec
     source: str
-    upstream: str
-    upstream_model: str
-    prompt_version: str
-    pipeline: Pipeline
+    variants: tuple[LoadedVariant, ...]
+    table: VariantTable
+    files: tuple[Path, ...] = ()
+
+    @property
+    def primary(self) -> LoadedVariant:
+        return self.variants[0]
+
+    def variant(self, name: str) -> LoadedVariant | None:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        return None
+
+    def select(self, pinned: str | None, sticky: str | None) -> LoadedVariant:
+        """The pinned variant when one is named, else the weighted sticky choice. Raises ``InvalidRequest``."""
+        if pinned is None:
+            return self.choose(sticky)
+        found = self.variant(pinned)
+        if found is None:
+            names = ", ".join(v.name for v in self.variants)
+            raise InvalidRequest(
+                f"The model '{self.name}' has no variant '{pinned}' (variants: {names}).", code="variant_not_found"
+            )
+        return found
+
+    def choose(self, sticky: str | None) -> LoadedVariant:
+        """The variant for a caller: by weight, the same one for the same sticky value."""
+        if len(self.variants) == 1:
+            return self.variants[0]
+        return self.variants[self.table.pick(sticky)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,61 +159,160 @@ def _policy_files(policies_dir: Path) -> list[Path]:
     return sorted(p for p in policies_dir.iterdir() if p.suffix in _POLICY_SUFFIXES and p.is_file())
 
 
-def _build_pipeline(spec: PolicySpec, context: BuildContext) -> Pipeline:
-    layers: list[Layer] = []
-    for layer_type in LAYER_TYPES:
-        layer = layer_type.build(spec, context)
-        if layer is not None:
-            layers.append(layer)
-    return Pipeline(tuple(layers))
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class _PolicyLoader:
+    """Phase two for one policy file: cross-checks, variants and compiled layers."""
+
+    def __init__(
+        self,
+        path: Path,
+        located: Located,
+        settings: Settings,
+        settings_dir: Path,
+        resources: Resources | None,
+        issues: list[ConfigIssue],
+    ) -> None:
+        self.path = path
+        self.located = located
+        self.settings = settings
+        self.resources = resources
+        self.issues = issues
+        self.files = PolicyFiles(path.parent, [path.parent, settings_dir], Path.cwd())
+
+    def issue(self, field: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        self.issues.append(self.located.issue(field, message, key=key))
+
+    def layer_issue(self, error: LayerError, prefix: tuple[str | int, ...]) -> None:
+        field = (*prefix, *error.field)
+        if error.file is not None:
+            dotted = ".".join(str(part) for part in field)
+            self.issues.append(ConfigIssue(error.file, error.message, line=error.line, field=dotted))
+        else:
+            self.issue(field, error.message)
+
+    def upstream_of(self, spec: PolicySpec, prefix: tuple[str | int, ...]) -> str | None:
+        upstream = spec.upstream or self.settings.default_upstream
+        if upstream is None:
+            self.issue((*prefix, "upstream"), "no upstream named and settings have no default_upstream", key=True)
+            return None
+        if upstream not in self.settings.upstreams:
+            known = ", ".join(sorted(self.settings.upstreams))
+            self.issue((*prefix, "upstream"), f"unknown upstream {upstream!r} (known: {known})")
+            return None
+        return upstream
+
+    def variant(
+        self,
+        name: str,
+        weight: float,
+        spec: PolicySpec,
+        policy_name: str,
+        prefix: tuple[str | int, ...],
+        overridden: set[str],
+    ) -> LoadedVariant | None:
+        upstream = self.upstream_of(spec, prefix if "upstream" in overridden else ())
+        if upstream is None:
+            return None
+        context = BuildContext(
+            policy_name,
+            self.path.parent,
+            self.files,
+            supports_json_schema=self.settings.upstreams[upstream].supports_json_schema,
+            resources=self.resources,
+        )
+        layers: list[Layer] = []
+        prompt_hash = ""
+        for layer_type in LAYER_TYPES:
+            try:
+                layer = layer_type.build(spec, context)
+            except LayerError as error:
+                self.layer_issue(error, prefix if error.field and error.field[0] in overridden else ())
+                return None
+            if layer is not None:
+                layers.append(layer)
+                prompt_hash = getattr(layer, "source_hash", "") or prompt_hash
+        version = spec.prompt.version if spec.prompt and spec.prompt.version else "none"
+        return LoadedVariant(
+            name=name,
+            weight=weight,
+            spec=spec,
+            upstream=upstream,
+            upstream_model=spec.upstream_model or policy_name,
+            prompt_version=version,
+            prompt_hash=prompt_hash,
+            pipeline=Pipeline(tuple(layers)),
+        )
+
+    def variant_spec(self, base: dict[str, Any], index: int, overrides: dict[str, Any]) -> PolicySpec | None:
+        merged = _deep_merge(base, overrides)
+        try:
+            return PolicySpec.model_validate(merged)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                loc = tuple(error["loc"])
+                if loc and loc[0] in overrides:
+                    self.issue(("variants", index, *loc), _message(error), key=error["type"] == "extra_forbidden")
+            return None
+
+    def load(self) -> LoadedPolicy | None:
+        spec = _validate(PolicySpec, self.located, self.issues)
+        if spec is None:
+            return None
+        name = spec.model or self.path.stem
+        if spec.model is None and not re.match(MODEL_NAME_PATTERN, name):
+            self.issue((), f"file name {self.path.stem!r} is not a usable model name; set `model:`")
+            return None
+        before = len(self.issues)
+        variants: list[LoadedVariant | None] = []
+        if not spec.variants:
+            variants.append(self.variant("default", 1.0, spec, name, (), set()))
+        else:
+            base = {k: v for k, v in self.located.data.items() if k != "variants"}
+            for index, arm in enumerate(spec.variants):
+                arm_spec = self.variant_spec(base, index, arm.overrides)
+                if arm_spec is not None:
+                    prefix = ("variants", index)
+                    variants.append(self.variant(arm.name, arm.weight, arm_spec, name, prefix, set(arm.overrides)))
+        if len(self.issues) > before or not variants or any(v is None for v in variants):
+            return None
+        loaded = tuple(v for v in variants if v is not None)
+        return LoadedPolicy(
+            name=name,
+            spec=spec,
+            source=self.located.file,
+            variants=loaded,
+            table=VariantTable(name, [v.weight for v in loaded]),
+            files=tuple(self.files.read_files),
+        )
 
 
 def _load_policy(
-    path: Path, settings: Settings, resources: Resources | None, issues: list[ConfigIssue]
+    path: Path, settings: Settings, settings_dir: Path, resources: Resources | None, issues: list[ConfigIssue]
 ) -> LoadedPolicy | None:
-    display = _display(path)
     try:
-        located = read_yaml(path, display)
+        located = read_yaml(path, _display(path))
     except YamlProblem as problem:
         issues.append(problem.issue)
         return None
-    spec = _validate(PolicySpec, located, issues)
-    if spec is None:
-        return None
-    name = spec.model or path.stem
-    before = len(issues)
-    if spec.model is None and not re.match(MODEL_NAME_PATTERN, name):
-        issues.append(located.issue((), f"file name {path.stem!r} is not a usable model name; set `model:`"))
-    upstream = spec.upstream or settings.default_upstream
-    if upstream is None:
-        issues.append(located.issue(("upstream",), "no upstream named and settings have no default_upstream", key=True))
-    elif upstream not in settings.upstreams:
-        known = ", ".join(sorted(settings.upstreams))
-        issues.append(located.issue(("upstream",), f"unknown upstream {upstream!r} (known: {known})"))
-    if len(issues) > before or upstream is None:
-        return None
-    try:
-        pipeline = _build_pipeline(spec, BuildContext(name, path.parent, resources))
-    except ValueError as exc:
-        issues.append(located.issue((), str(exc)))
-        return None
-    return LoadedPolicy(
-        name=name,
-        spec=spec,
-        source=display,
-        upstream=upstream,
-        upstream_model=spec.upstream_model or name,
-        prompt_version="",
-        pipeline=pipeline,
-    )
+    return _PolicyLoader(path, located, settings, settings_dir, resources, issues).load()
 
 
 def _load_policies(
-    policies_dir: Path, settings: Settings, resources: Resources | None, issues: list[ConfigIssue]
+    policies_dir: Path, settings: Settings, settings_dir: Path, resources: Resources | None, issues: list[ConfigIssue]
 ) -> dict[str, LoadedPolicy]:
     policies: dict[str, LoadedPolicy] = {}
     for path in _policy_files(policies_dir):
-        policy = _load_policy(path, settings, resources, issues)
+        policy = _load_policy(path, settings, settings_dir, resources, issues)
         if policy is None:
             continue
         if policy.name in policies:
@@ -193,7 +335,7 @@ def load_config(settings_file: Path | None, *, resources: Resources | None = Non
     policies_dir = (base_dir / settings.policies_dir).resolve()
     policies: dict[str, LoadedPolicy] = {}
     if policies_dir.is_dir():
-        policies = _load_policies(policies_dir, settings, resources, issues)
+        policies = _load_policies(policies_dir, settings, base_dir, resources, issues)
     elif settings_file is not None and "policies_dir" in (located.data or {}):
         issues.append(located.issue(("policies_dir",), f"directory not found: {policies_dir}"))
     if issues:

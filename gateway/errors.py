@@ -8,10 +8,12 @@
     ├── Unauthenticated             401     authentication_error    invalid_api_key
     ├── ModelNotFound               404     invalid_request_error   model_not_found
     ├── RateLimited                 429     rate_limit_error        rate_limit_exceeded
-    └── UpstreamError               502     upstream_error          upstream_error
-        ├── UpstreamUnreachable     502     upstream_error          upstream_unreachable
-        ├── UpstreamTimeout         504     upstream_error          upstream_timeout
-        └── UpstreamStatus          (the upstream's own status and body, passed through)
+    ├── PermissionDenied            403     permission_error        permission_denied
+    ├── UpstreamError               502     upstream_error          upstream_error
+    │   ├── UpstreamUnreachable     502     upstream_error          upstream_unreachable
+    │   ├── UpstreamTimeout         504     upstream_error          upstream_timeout
+    │   └── UpstreamStatus          (the upstream's own status and body, passed through)
+    └── OutputInvalid               502     output_error            output_invalid
 
     ConfigError                     never HTTP: a load error naming file, line and field
 
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigIssue",
     "InvalidRequest",
     "ModelNotFound",
+    "OutputInvalid",
+    "PermissionDenied",
     "PrefitError",
     "RateLimited",
     "Unauthenticated",
@@ -87,6 +91,20 @@ class Unauthenticated(PrefitError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(PrefitError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class OutputInvalid(PrefitError):
+    """The answer did not meet the policy's output format, and the policy says to fail."""
+
+    status = 502
+    type = "output_error"
+    code = "output_invalid"
 
 
 class ModelNotFound(PrefitError):

@@ -3,55 +3,118 @@
 The pipeline does not know how the upstream is reached: routing hands it two callables, one that
 returns a whole completion and one that opens a chunk stream. That keeps layers testable with no
 network and keeps the socket layer in ``gateway.upstream`` alone.
+
+When any layer needs the whole answer (output validation, reasoning extraction) a streaming
+request is answered from one whole upstream reply, run through the ``complete`` hooks and replayed
+as chunks. The client then gets its first token only when the whole answer is ready and checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from gateway.wire import ChatChunk, ChatCompletion, ChatRequest
 from middleware.base import Call, Layer, PassThrough
+from middleware.few_shot import FewShotLayer
+from middleware.output import OutputLayer
 from middleware.params import ParamsLayer
+from middleware.prompt import PromptLayer
+from middleware.reasoning import ReasoningLayer
 
-__all__ = ["LAYER_TYPES", "OpenStream", "Pipeline", "SendWhole"]
+__all__ = ["LAYER_TYPES", "OpenStream", "Pipeline", "SendWhole", "replay_as_chunks", "without_streaming"]
 
 SendWhole = Callable[[ChatRequest], Awaitable[ChatCompletion]]
 OpenStream = Callable[[ChatRequest], Awaitable[AsyncIterator[ChatChunk]]]
 
-#: Every layer type in the order its ``prepare`` runs. A new capability adds its layer here.
-LAYER_TYPES: tuple[type[PassThrough], ...] = (ParamsLayer,)
+#: Every layer type in the order its ``prepare`` runs; replies meet them in reverse. A new
+#: capability adds its layer here. Reasoning sits after output so its answer extraction runs
+#: before validation.
+LAYER_TYPES: tuple[type[PassThrough], ...] = (ParamsLayer, PromptLayer, FewShotLayer, OutputLayer, ReasoningLayer)
+
+
+def without_streaming(body: ChatRequest) -> ChatRequest:
+    """A copy of ``body`` that asks for a whole answer (no ``stream``, no ``stream_options``)."""
+    copy = body.model_copy()
+    copy.__pydantic_fields_set__.difference_update({"stream", "stream_options"})
+    copy.stream = None
+    copy.stream_options = None
+    return copy
+
+
+def replay_as_chunks(reply: ChatCompletion, include_usage: bool) -> AsyncIterator[ChatChunk]:
+    """A whole completion as the chunk sequence a streaming client expects."""
+
+    async def chunks() -> AsyncIterator[ChatChunk]:
+        base: dict[str, Any] = {
+            key: reply.get(key) for key in ("id", "created", "model", "system_fingerprint") if key in reply
+        }
+        base["object"] = "chat.completion.chunk"
+        for choice in reply.get("choices") or ():
+            index = choice.get("index", 0)
+            message: dict[str, Any] = dict(choice.get("message") or {})
+            delta = {k: v for k, v in message.items() if v is not None}
+            yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+            finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+            yield {**base, "choices": [finish]}
+        if include_usage and reply.get("usage"):
+            yield {**base, "choices": [], "usage": reply["usage"]}
+
+    return chunks()
 
 
 class Pipeline:
     """A policy's compiled layers; shared by all requests, holds no per-request state."""
 
-    __slots__ = ("layers",)
+    __slots__ = ("layers", "needs_full_output")
 
     def __init__(self, layers: tuple[Layer, ...]) -> None:
         self.layers = layers
+        self.needs_full_output = any(layer.needs_full_output for layer in layers)
 
     async def prepare(self, call: Call) -> None:
         """Let every layer shape the upstream-bound body, in declared order."""
         for layer in self.layers:
             await layer.prepare(call)
 
+    def upstream_body(self, call: Call) -> ChatRequest:
+        """The body as it will be sent (after ``prepare``): whole-answer policies never stream upstream."""
+        return without_streaming(call.body) if call.stream and self.needs_full_output else call.body
+
+    async def _finish(
+        self, call: Call, reply: ChatCompletion, send: SendWhole, layers: Sequence[Layer]
+    ) -> ChatCompletion:
+        """Pass ``reply`` back through ``layers`` (innermost first). A layer that re-asks the upstream
+        gets its new reply through the layers inside it, as the first reply came."""
+        for position in range(len(layers) - 1, -1, -1):
+            inner = layers[position + 1 :]
+
+            async def resend(body: ChatRequest, inner: Sequence[Layer] = inner) -> ChatCompletion:
+                outer = call.send_upstream
+                try:
+                    return await self._finish(call, await send(body), send, inner)
+                finally:
+                    call.send_upstream = outer
+
+            call.send_upstream = resend
+            reply = await layers[position].complete(call, reply)
+        return reply
+
     async def complete(self, call: Call, send: SendWhole) -> ChatCompletion:
         """Prepare, call upstream once, and pass the reply back through the layers."""
         await self.prepare(call)
-        call.send_upstream = send
-        reply = await send(call.body)
-        for layer in reversed(self.layers):
-            reply = await layer.complete(call, reply)
-        return reply
+        reply = await send(self.upstream_body(call))
+        return await self._finish(call, reply, send, self.layers)
 
     async def stream(self, call: Call, open_stream: OpenStream, send: SendWhole) -> AsyncIterator[ChatChunk]:
-        """Prepare, open the upstream stream, and wrap it in each layer's ``stream`` hook.
-
-        The innermost wrapper belongs to the last layer, so chunks meet layers in reverse order,
-        as whole replies do.
-        """
+        """Prepare, then stream: chunk by chunk through each layer's ``stream`` hook, or, when a layer
+        needs the whole answer, one checked reply replayed as chunks."""
         await self.prepare(call)
-        call.send_upstream = send
+        if self.needs_full_output:
+            reply = await send(self.upstream_body(call))
+            reply = await self._finish(call, reply, send, self.layers)
+            options = call.body.stream_options or {}
+            return replay_as_chunks(reply, bool(options.get("include_usage")))
         chunks = await open_stream(call.body)
         for layer in reversed(self.layers):
             chunks = layer.stream(call, chunks)

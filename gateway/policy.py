@@ -1,26 +1,179 @@
 """The policy file schema: one logical model name and what the upstream model sees for it.
 
-A policy says *what* to send (model, params, prompts); *where* it goes is only the name of an
-upstream from ``prefit.yaml``. Fields grow with each capability; unknown keys are load errors.
+A policy says *what* to send (model, params, prompt, examples, output format, variants); *where*
+it goes is only the name of an upstream from ``prefit.yaml``. Unknown keys are load errors. Text
+fields that accept ``file:path`` hold the reference here; ``gateway.policy_files`` resolves it,
+relative to the policy file and never outside its folder.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["MODEL_NAME_PATTERN", "PolicySpec"]
+__all__ = [
+    "MODEL_NAME_PATTERN",
+    "VARIANT_OVERRIDABLE",
+    "ExampleSpec",
+    "FewShotSpec",
+    "OutputSpec",
+    "PolicySpec",
+    "PromptSpec",
+    "ReasoningSpec",
+    "VariantSpec",
+]
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
-_FORBIDDEN_PARAMS = {"model", "messages", "stream"}
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_STRUCTURAL_PARAMS = {"model", "messages", "stream"}
+_METADATA_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
 
-class PolicySpec(BaseModel):
-    """A policy file, ``policies/<name>.yaml``."""
-
+class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_param_names(value: dict[str, Any]) -> dict[str, Any]:
+    clash = sorted(_STRUCTURAL_PARAMS & value.keys())
+    if clash:
+        raise ValueError(f"{', '.join(clash)} cannot be set as a parameter")
+    for name in value:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"{name!r} is not a request parameter name")
+    return value
+
+
+class ReasoningSpec(_Spec):
+    """Chain-of-thought: ask for reasoning first, then give the client only the extracted answer."""
+
+    instruction: str = Field(
+        default=(
+            "Think through the problem step by step first. Then write the final answer on its own line, "
+            "starting with 'Answer:'."
+        ),
+        description="Appended to the system prompt.",
+    )
+    answer_pattern: str = Field(
+        default=r"(?is)answer:\s*(.+?)\s*$",
+        description="Regular expression whose first group (or whole match) is the answer the client receives.",
+    )
+    on_no_answer: Literal["full", "error"] = Field(
+        default="full", description="When the pattern finds nothing: return the whole text, or a 502."
+    )
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class PromptSpec(_Spec):
+    """The versioned system prompt."""
+
+    version: str | None = Field(
+        default=None, pattern=_NAME_PATTERN, description="Reported in headers and metrics.", examples=["v3"]
+    )
+    system: str | None = Field(
+        default=None,
+        description="Jinja2 template (sandboxed), inline or `file:path` relative to the policy file.",
+        examples=["file:prompts/support-bot/v3.md"],
+    )
+    vars: dict[str, Any] = Field(default_factory=dict, description="Template variables, each a top-level name.")
+    metadata: list[str] = Field(
+        default_factory=list,
+        description="Request `metadata` keys templates may read as `metadata.<key>` (whitelist; others are dropped).",
+    )
+    client_system: Literal["append", "replace", "reject"] = Field(
+        default="append",
+        description="A client's own system messages: kept after the policy's, dropped, or refused with 400.",
+    )
+    reasoning: ReasoningSpec | None = Field(default=None, description="Ask for reasoning, return only the answer.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not re.fullmatch(_METADATA_KEY, key):
+                raise ValueError(f"{key!r} is not a usable metadata key")
+        return value
+
+    @field_validator("vars")
+    @classmethod
+    def _var_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a usable template variable name")
+            if name in ("metadata", "steps"):
+                raise ValueError(f"{name!r} is reserved for request data")
+        return value
+
+
+class ExampleSpec(_Spec):
+    """One labelled example: a user input and the answer the model should give."""
+
+    input: str | list[dict[str, Any]] = Field(description="The user's text, or a list of chat messages.")
+    output: str | dict[str, Any] | list[Any] = Field(description="The answer; JSON values are sent as compact JSON.")
+
+
+class FewShotSpec(_Spec):
+    """Examples injected as user/assistant turns after the system prompt."""
+
+    examples: str | list[ExampleSpec] = Field(
+        default_factory=list,
+        description="Inline examples, or `file:path` to a JSONL file of {input, output} records.",
+        examples=["file:examples/support.jsonl"],
+    )
+    max_examples: int | None = Field(default=None, ge=1, le=100, description="Inject at most this many.")
+
+
+class OutputSpec(_Spec):
+    """An output format the answer must satisfy, checked before the client sees it."""
+
+    json_schema: str | dict[str, Any] = Field(
+        description="A JSON Schema, inline or `file:path`.", examples=["file:schemas/ticket.json"]
+    )
+    mode: Literal["auto", "response_format", "instructions"] = Field(
+        default="auto",
+        description="How the format is asked for: `response_format` (strict JSON schema), instructions in the "
+        "system prompt, or `auto` (response_format where the upstream supports it).",
+    )
+    name: str = Field(default="output", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The schema's name upstream.")
+    max_retries: int = Field(default=2, ge=0, le=5, description="Re-asks with the validation error when invalid.")
+    strict: bool = Field(default=True, description="Ask the upstream for strict schema adherence (response_format).")
+    on_invalid: Literal["return", "error"] = Field(
+        default="return",
+        description="Still invalid after retries: return it with `x-prefit-output-valid: false`, or a 502.",
+    )
+
+
+class VariantSpec(BaseModel):
+    """One A/B arm: a name, a weight, and fields that override the policy (deep-merged)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Reported in headers and metrics.")
+    weight: float = Field(ge=0, description="Relative share of traffic.")
+
+    @model_validator(mode="after")
+    def _only_overridable(self) -> VariantSpec:
+        for key in self.model_extra or {}:
+            if key not in VARIANT_OVERRIDABLE:
+                raise ValueError(f"{key!r} cannot be overridden by a variant")
+        return self
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PolicySpec(_Spec):
+    """A policy file, ``policies/<name>.yaml``."""
 
     model: str | None = Field(
         default=None,
@@ -44,14 +197,44 @@ class PolicySpec(BaseModel):
         description="Default request parameters; a value the client sends wins.",
         examples=[{"temperature": 0}],
     )
+    force: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters the policy always sets, whatever the client sends.",
+        examples=[{"temperature": 0}],
+    )
+    max_tokens_cap: int | None = Field(
+        default=None, ge=1, description="Upper bound on max_tokens / max_completion_tokens (set when absent)."
+    )
+    prompt: PromptSpec | None = Field(default=None, description="Versioned system prompt.")
+    few_shot: FewShotSpec | None = Field(default=None, description="Few-shot examples.")
+    output: OutputSpec | None = Field(default=None, description="Required output format.")
+    variants: list[VariantSpec] = Field(default_factory=list, description="Weighted A/B variants.")
+    sticky_key: str = Field(
+        default="user",
+        pattern=r"^(user|header:[A-Za-z0-9-]{1,64}|metadata:[A-Za-z_][A-Za-z0-9_]{0,63})$",
+        description="What keeps a caller on one variant: the request's `user`, `header:<name>` or `metadata:<key>`.",
+    )
 
-    @field_validator("params")
+    @field_validator("params", "force")
     @classmethod
-    def _no_structural_params(cls, value: dict[str, Any]) -> dict[str, Any]:
-        clash = sorted(_FORBIDDEN_PARAMS & value.keys())
-        if clash:
-            raise ValueError(f"{', '.join(clash)} cannot be set in params")
-        for name in value:
-            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-                raise ValueError(f"{name!r} is not a request parameter name")
+    def _param_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_param_names(value)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: list[VariantSpec]) -> list[VariantSpec]:
+        if not value:
+            return value
+        names = [variant.name for variant in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"variant names must be unique: {', '.join(duplicates)}")
+        if sum(variant.weight for variant in value) <= 0:
+            raise ValueError("variant weights must not all be 0")
         return value
+
+
+#: Fields a variant may override; identity and routing keys stay the policy's own.
+VARIANT_OVERRIDABLE = frozenset(
+    {"upstream", "upstream_model", "params", "force", "max_tokens_cap", "prompt", "few_shot", "output", "description"}
+)

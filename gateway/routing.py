@@ -1,4 +1,4 @@
-"""HTTP endpoints: parse once, resolve the model to a policy or passthrough, call the pipeline, reply.
+"""HTTP endpoints: parse once, resolve the model to a policy variant or passthrough, run, reply.
 
 Each endpoint turns a ``PrefitError`` into OpenAI's error shape right here (``error_response``),
 so the one error mapping lives in this module; anything else is left to the exchange layer's 500.
@@ -7,6 +7,8 @@ so the one error mapping lives in this module; anything else is left to the exch
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,12 +17,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.config import Config, LoadedPolicy
-from gateway.errors import BodyTooLarge, ModelNotFound, PrefitError, UpstreamStatus
+from gateway.auth import bearer_token
+from gateway.config import LoadedPolicy, LoadedVariant
+from gateway.errors import BodyTooLarge, ModelNotFound, PermissionDenied, PrefitError, UpstreamStatus
 from gateway.exchange import CLIENT_CLOSED, Exchange, exchange_of
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.pipeline import Pipeline
-from gateway.runtime import Runtime
+from gateway.render import render_request
+from gateway.runtime import Runtime, Snapshot
 from gateway.sse import EventStreamResponse, HangupAwareResponse
 from gateway.upstream import Upstream
 from gateway.wire import ChatRequest, dump_body, parse_chat_request, parse_model_request
@@ -36,12 +40,14 @@ __all__ = [
     "metrics_endpoint",
     "passthrough",
     "readyz",
+    "render",
 ]
 
 _PASSTHROUGH = Pipeline(())
-_NO_VARIANT = "default"
-_NO_PROMPT_VERSION = "none"
 _JSON = "application/json"
+_PIN_HEADER = "x-prefit-variant"
+#: A rough, tokenizer-free estimate for ``prefit_tokens_total{kind="injected"}``.
+_CHARS_PER_TOKEN = 4
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -65,10 +71,9 @@ def endpoint(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except PrefitError as exc:
-            exchange_of(request.scope).error_code = exc.code
-            return error_response(
-                exc, request.state.prefit_headers if hasattr(request.state, "prefit_headers") else None
-            )
+            exchange = exchange_of(request.scope)
+            exchange.error_code = exc.code
+            return error_response(exc, _prefit_headers(exchange) if exchange.policy != "none" else None)
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
@@ -94,33 +99,76 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class _Route:
-    """Where one request goes: a policy's pipeline and upstream, or passthrough to the default."""
+    """Where one request goes: a policy variant and its upstream, or passthrough to the default."""
 
-    __slots__ = ("pipeline", "policy", "upstream")
+    __slots__ = ("pipeline", "policy", "upstream", "variant")
 
-    def __init__(self, policy: LoadedPolicy | None, upstream: Upstream, pipeline: Pipeline) -> None:
+    def __init__(
+        self, policy: LoadedPolicy | None, variant: LoadedVariant | None, upstream: Upstream, pipeline: Pipeline
+    ) -> None:
         self.policy = policy
+        self.variant = variant
         self.upstream = upstream
         self.pipeline = pipeline
 
 
-def _resolve(runtime: Runtime, config: Config, model: str, exchange: Exchange) -> _Route:
-    """Find the policy for ``model``, else the default upstream. Raises ``ModelNotFound``."""
+def _sticky_value(
+    policy: LoadedPolicy, request: Request, user: str | None, metadata: dict[str, Any] | None
+) -> str | None:
+    key = policy.spec.sticky_key
+    if key == "user":
+        return user
+    if key.startswith("header:"):
+        return request.headers.get(key[7:])
+    value = (metadata or {}).get(key[9:])
+    return value if isinstance(value, str) else None
+
+
+def _is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _pinned_variant(request: Request, snapshot: Snapshot) -> str | None:
+    """A variant the caller pins with ``x-prefit-variant``; only admins (or, with no admin keys, loopback)."""
+    pinned = request.headers.get(_PIN_HEADER)
+    if pinned is None:
+        return None
+    trusted = snapshot.admin_keys.allows(bearer_token(request.scope)) if snapshot.admin_keys else _is_loopback(request)
+    if not trusted:
+        raise PermissionDenied(f"Pinning a variant with {_PIN_HEADER} needs an admin key.")
+    return pinned
+
+
+def _resolve(
+    request: Request,
+    snapshot: Snapshot,
+    model: str,
+    exchange: Exchange,
+    user: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> _Route:
+    """Find the policy variant for ``model``, else the default upstream. Raises ``ModelNotFound``."""
+    config = snapshot.config
     policy = config.policies.get(model)
     if policy is not None:
+        variant = policy.select(_pinned_variant(request, snapshot), _sticky_value(policy, request, user, metadata))
         exchange.policy = policy.name
-        exchange.variant = _NO_VARIANT
-        exchange.prompt_version = policy.prompt_version or _NO_PROMPT_VERSION
-        exchange.upstream = policy.upstream
-        exchange.model = policy.upstream_model
-        return _Route(policy, runtime.upstreams[policy.upstream], policy.pipeline)
+        exchange.variant = variant.name
+        exchange.prompt_version = variant.prompt_version
+        exchange.upstream = variant.upstream
+        exchange.model = variant.upstream_model
+        return _Route(policy, variant, snapshot.upstreams[variant.upstream], variant.pipeline)
     default = config.settings.default_upstream
     if default is None:
         raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
     exchange.policy = "passthrough"
     exchange.upstream = default
-    exchange.model = model if runtime.catalog.knows(model) else "other"
-    return _Route(None, runtime.upstreams[default], _PASSTHROUGH)
+    exchange.model = model if snapshot.catalog.knows(model) else "other"
+    return _Route(None, None, snapshot.upstreams[default], _PASSTHROUGH)
 
 
 def _prefit_headers(exchange: Exchange) -> dict[str, str]:
@@ -146,15 +194,24 @@ def _has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
+async def _counting_usage(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[dict[str, Any]]:
+    """Upstream chunks as they come, adding any usage they report to the exchange."""
+    try:
+        async for chunk in chunks:
+            usage = chunk.get("usage")
+            if usage:
+                exchange.add_usage(usage)
+            yield chunk
+    finally:
+        await close_stream(chunks)
+
+
 async def _sse_events(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[bytes]:
     """Serialise chunks as SSE; a failure mid-stream becomes a final OpenAI error event, never silence."""
     try:
         async for chunk in chunks:
             if exchange.first_token_at is None and _has_content(chunk):
                 exchange.first_token_at = time.perf_counter()
-            usage = chunk.get("usage")
-            if usage:
-                exchange.add_usage(usage)
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         yield b"data: [DONE]\n\n"
     except PrefitError as exc:
@@ -172,16 +229,8 @@ async def _sse_events(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange)
 # -- endpoints --------------------------------------------------------------------------------
 
 
-@endpoint
-async def chat_completions(request: Request) -> Response:
-    """``POST /v1/chat/completions``, whole or streamed, through the model's policy."""
-    runtime = runtime_of(request)
-    config = runtime.config
-    exchange = exchange_of(request.scope)
-    chat = parse_chat_request(await read_body(request, config.settings.max_body_bytes))
-    route = _resolve(runtime, config, chat.model, exchange)
-    headers = request.state.prefit_headers = _prefit_headers(exchange)
-    call = Call(
+def _new_call(route: _Route, chat: ChatRequest, exchange: Exchange, runtime: Runtime) -> Call:
+    return Call(
         request_id=exchange.request_id,
         body=chat,
         policy=exchange.policy,
@@ -191,46 +240,85 @@ async def chat_completions(request: Request) -> Response:
         stream=bool(chat.stream),
         observe_stage=runtime.metrics.observe_stage,
     )
+
+
+def _note_call(call: Call, exchange: Exchange, runtime: Runtime, route: _Route) -> None:
+    """What the layers did, for metrics: the model actually called, injected text, validation."""
+    if route.policy is not None:
+        exchange.model = call.body.model
+    exchange.injected_tokens = math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
+    if call.validation is not None:
+        runtime.metrics.output_validation.child(exchange.policy, call.validation).inc()
+
+
+@endpoint
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``, whole or streamed, through the model's policy."""
+    runtime = runtime_of(request)
+    snapshot = runtime.current
+    exchange = exchange_of(request.scope)
+    chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
+    route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
+    headers = _prefit_headers(exchange)
+    call = _new_call(route, chat, exchange, runtime)
     upstream, request_id = route.upstream, exchange.request_id
 
     async def send(body: ChatRequest) -> dict[str, Any]:
-        return await upstream.post_json("/chat/completions", dump_body(body), request_id)
+        reply = await upstream.post_json("/chat/completions", dump_body(body), request_id)
+        exchange.add_usage(reply.get("usage"))
+        return reply
 
     async def open_stream(body: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        return await upstream.open_stream("/chat/completions", dump_body(body), request_id)
+        chunks = await upstream.open_stream("/chat/completions", dump_body(body), request_id)
+        return _counting_usage(chunks, exchange)
 
     exchange.stream = call.stream
+    try:
+        if call.stream:
+            chunks = await route.pipeline.stream(call, open_stream, send)
+        else:
+            reply = await route.pipeline.complete(call, send)
+    finally:
+        _note_call(call, exchange, runtime, route)
     if call.stream:
-        chunks = await route.pipeline.stream(call, open_stream, send)
-        if route.policy is not None:
-            exchange.model = call.body.model
         return EventStreamResponse(_sse_events(chunks, exchange), headers={**headers, **call.response_headers})
-    reply = await route.pipeline.complete(call, send)
-    if route.policy is not None:
-        exchange.model = call.body.model
-    exchange.add_usage(reply.get("usage"))
     return Response(orjson.dumps(reply), headers={**headers, **call.response_headers}, media_type=_JSON)
+
+
+@endpoint
+async def render(request: Request) -> Response:
+    """``POST /v1/render``: the chat body in, the final upstream body out; nothing is sent upstream."""
+    runtime = runtime_of(request)
+    snapshot = runtime.current
+    exchange = exchange_of(request.scope)
+    chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
+    route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
+    rendered = await render_request(route.policy, route.variant, chat, exchange.request_id, exchange.upstream)
+    return Response(orjson.dumps(rendered), headers=_prefit_headers(exchange), media_type=_JSON)
 
 
 async def _model_call(request: Request, path: str, *, apply_params: bool) -> Response:
     """Completions and embeddings: the policy picks upstream and model; the body is otherwise the client's."""
     runtime = runtime_of(request)
-    config = runtime.config
+    snapshot = runtime.current
     exchange = exchange_of(request.scope)
-    body = parse_model_request(await read_body(request, config.settings.max_body_bytes))
-    route = _resolve(runtime, config, body.model, exchange)
-    headers = request.state.prefit_headers = _prefit_headers(exchange)
-    if route.policy is not None:
-        body.model = route.policy.upstream_model
+    body = parse_model_request(await read_body(request, snapshot.config.settings.max_body_bytes))
+    route = _resolve(request, snapshot, body.model, exchange)
+    headers = _prefit_headers(exchange)
+    if route.variant is not None:
+        spec = route.variant.spec
+        body.model = route.variant.upstream_model
         if apply_params:
-            for name, value in route.policy.spec.params.items():
+            for name, value in spec.params.items():
                 if getattr(body, name, None) is None:
                     setattr(body, name, value)
+            for name, value in spec.force.items():
+                setattr(body, name, value)
     exchange.stream = bool(body.stream)
     raw = dump_body(body)
     if exchange.stream:
         chunks = await route.upstream.open_stream(path, raw, exchange.request_id)
-        return EventStreamResponse(_sse_events(chunks, exchange), headers=headers)
+        return EventStreamResponse(_sse_events(_counting_usage(chunks, exchange), exchange), headers=headers)
     reply = await route.upstream.post_json(path, raw, exchange.request_id)
     exchange.add_usage(reply.get("usage"))
     return Response(orjson.dumps(reply), headers=headers, media_type=_JSON)
@@ -248,30 +336,41 @@ async def embeddings(request: Request) -> Response:
     return await _model_call(request, "/embeddings", apply_params=False)
 
 
+def _model_entry(policy: LoadedPolicy, created: int) -> dict[str, Any]:
+    primary = policy.primary
+    return {
+        "id": policy.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "prefit",
+        "prefit": {
+            "description": policy.spec.description,
+            "upstream": primary.upstream,
+            "upstream_model": primary.upstream_model,
+            "prompt_version": primary.prompt_version,
+            "prompt_hash": primary.prompt_hash or None,
+            "variants": [
+                {
+                    "name": v.name,
+                    "weight": v.weight,
+                    "upstream_model": v.upstream_model,
+                    "prompt_version": v.prompt_version,
+                    "prompt_hash": v.prompt_hash or None,
+                }
+                for v in policy.variants
+            ],
+        },
+    }
+
+
 @endpoint
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours)."""
-    runtime = runtime_of(request)
-    config = runtime.config
+    snapshot = runtime_of(request).current
+    config = snapshot.config
     created = int(config.loaded_at)
-    data: list[dict[str, Any]] = [
-        {
-            "id": policy.name,
-            "object": "model",
-            "created": created,
-            "owned_by": "prefit",
-            "prefit": {
-                "policy": policy.source.rsplit("/", 1)[-1],
-                "upstream": policy.upstream,
-                "upstream_model": policy.upstream_model,
-                "prompt_version": policy.prompt_version or None,
-                "description": policy.spec.description,
-            },
-        }
-        for policy in config.policies.values()
-    ]
-    names = set(config.policies)
-    data.extend(model for model in await runtime.catalog.models() if model["id"] not in names)
+    data = [_model_entry(policy, created) for policy in config.policies.values()]
+    data.extend(model for model in await snapshot.catalog.models() if model["id"] not in config.policies)
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
 
@@ -281,8 +380,8 @@ _FORWARDED_METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
 @endpoint
 async def passthrough(request: Request) -> Response:
     """Any other ``/v1/*`` path: sent to the default upstream as it came, the reply streamed back as it comes."""
-    runtime = runtime_of(request)
-    config = runtime.config
+    snapshot = runtime_of(request).current
+    config = snapshot.config
     exchange = exchange_of(request.scope)
     default = config.settings.default_upstream
     if default is None:
@@ -291,8 +390,7 @@ async def passthrough(request: Request) -> Response:
     if request.method in _FORWARDED_METHODS_WITH_BODY:
         body = await read_body(request, config.settings.max_body_bytes)
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
-    upstream = runtime.upstreams[default]
-    reply = await upstream.forward(
+    reply = await snapshot.upstreams[default].forward(
         request.method,
         request.url.path.removeprefix("/v1"),
         request.url.query,
@@ -328,13 +426,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """``GET /readyz``: config loaded and clients started; 503 otherwise."""
+    """``GET /readyz``: config loaded and clients started (503 otherwise), and the last reload's outcome."""
     runtime = runtime_of(request)
     ready = runtime.started
+    status = runtime.reload_status
     body = {
         "status": "ready" if ready else "starting",
         "policies": len(runtime.config.policies),
         "config_loaded_at": runtime.config.loaded_at,
+        "last_reload": {"ok": status.ok, "at": status.at, "errors": status.errors},
     }
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -15,6 +16,7 @@ from gateway.auth import AuthMiddleware
 from gateway.config import Config
 from gateway.exchange import ExchangeMiddleware
 from gateway.metrics import Metrics
+from gateway.reload import Reloader
 from gateway.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -23,18 +25,25 @@ log = logging.getLogger(__name__)
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def create_app(config: Config, metrics: Metrics | None = None) -> Starlette:
-    """The gateway for one loaded ``Config``; clients open in the lifespan, inside the serving loop."""
+def create_app(config: Config, metrics: Metrics | None = None, settings_file: Path | None = None) -> Starlette:
+    """The gateway for one loaded ``Config``; clients open in the lifespan, inside the serving loop.
+
+    ``settings_file`` is what hot reload re-reads (None: the built-in defaults).
+    """
     metrics = metrics or Metrics()
     runtime = Runtime(config, metrics)
+    reloader = Reloader(runtime, settings_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        if config.settings.reload:
+            reloader.start()
         log.info("gateway ready", extra={"fields": {"policies": sorted(runtime.config.policies)}})
         try:
             yield
         finally:
+            await reloader.stop()
             await runtime.close()
 
     routes = [
@@ -42,6 +51,7 @@ def create_app(config: Config, metrics: Metrics | None = None) -> Starlette:
         Route("/v1/completions", routing.completions, methods=["POST"]),
         Route("/v1/embeddings", routing.embeddings, methods=["POST"]),
         Route("/v1/models", routing.list_models, methods=["GET"]),
+        Route("/v1/render", routing.render, methods=["POST"]),
         Route("/v1/{path:path}", routing.passthrough, methods=_ALL_METHODS),
         Route("/healthz", routing.healthz, methods=["GET"]),
         Route("/readyz", routing.readyz, methods=["GET"]),
@@ -53,4 +63,5 @@ def create_app(config: Config, metrics: Metrics | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.reloader = reloader
     return app

@@ -51,6 +51,11 @@ class UpstreamSettings(_Strict):
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent on every upstream call.")
     max_connections: int = Field(default=256, ge=1, description="Size of this upstream's connection pool.")
+    supports_json_schema: bool = Field(
+        default=True,
+        description="Whether the upstream honours `response_format: json_schema`; if not, output formats are "
+        "asked for in the system prompt.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -114,6 +119,7 @@ class Settings(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413).")
     models_cache_s: float = Field(default=60.0, ge=0, description="How long the upstream model list is cached.")
     access_log: bool = Field(default=True, description="One JSON line per request on the prefit.access logger.")
+    reload: bool = Field(default=True, description="Watch the settings file and policies and reload on change.")
 
     @model_validator(mode="after")
     def _default_upstream_exists(self) -> Settings:

@@ -19,21 +19,68 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 from gateway.policy import PolicySpec
-from gateway.wire import ChatChunk, ChatCompletion, ChatRequest
+from gateway.wire import ChatChunk, ChatCompletion, ChatMessage, ChatRequest
 
-__all__ = ["BuildContext", "Call", "Layer", "PassThrough", "Resources", "close_stream"]
+__all__ = [
+    "BuildContext",
+    "Call",
+    "FileSource",
+    "Layer",
+    "LayerError",
+    "PassThrough",
+    "Resources",
+    "SourceText",
+    "close_stream",
+    "system_message",
+]
+
+FieldPath = tuple[str | int, ...]
+
+
+class LayerError(ValueError):
+    """A policy a layer cannot build from; names the policy field and, for files, where in them."""
+
+    def __init__(self, field: FieldPath, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.file = file
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class SourceText:
+    """Text from a policy field: inline, or read from the file a ``file:`` reference names."""
+
+    text: str
+    origin: str | None = None
+
+
+class FileSource(Protocol):
+    """Resolves ``file:`` references safely; raises ``LayerError`` for a missing or escaping path."""
+
+    def read(self, field: FieldPath, value: str) -> SourceText: ...
 
 
 class Resources(Protocol):
     """Shared clients a layer may use (embedder, vector store, cache); given at build time."""
 
 
+class _InlineOnly:
+    def read(self, field: FieldPath, value: str) -> SourceText:
+        if value.startswith("file:"):
+            raise LayerError(field, "file: references need a policy file to resolve against")
+        return SourceText(value)
+
+
 @dataclass(frozen=True, slots=True)
 class BuildContext:
-    """What a layer may know while it is built: the policy's name, its folder and shared clients."""
+    """What a layer may know while it is built: the policy, its files, the upstream's features."""
 
     policy_name: str
     policy_dir: Path
+    files: FileSource = field(default_factory=_InlineOnly)
+    supports_json_schema: bool = True
     resources: Resources | None = None
 
 
@@ -56,11 +103,13 @@ class Call:
     prompt_version: str = ""
     upstream: str = ""
     stream: bool = False
-    metadata: dict[str, str] = field(default_factory=dict)
     response_headers: dict[str, str] = field(default_factory=dict)
     notes: dict[type, Any] = field(default_factory=dict)
+    injected_chars: int = 0
+    validation: str | None = None
     send_upstream: Callable[[ChatRequest], Awaitable[ChatCompletion]] = _no_upstream
     observe_stage: Callable[[str, float], None] = _ignore_stage
+    system: ChatMessage | None = None
 
     @contextmanager
     def timer(self, stage: str) -> Iterator[None]:
@@ -70,6 +119,14 @@ class Call:
             yield
         finally:
             self.observe_stage(stage, time.perf_counter() - start)
+
+
+def system_message(call: Call) -> ChatMessage:
+    """The policy's own system message, created first in the conversation if no layer made it yet."""
+    if call.system is None:
+        call.system = ChatMessage(role="system", content="")
+        call.body.messages.insert(0, call.system)
+    return call.system
 
 
 class Layer(Protocol):
@@ -95,7 +152,7 @@ class PassThrough:
     def build(cls, spec: PolicySpec, context: BuildContext) -> Self | None:
         """Compile what the layer needs from the policy; None when the policy does not use it.
 
-        Raises ``ValueError`` with a message for the policy's author when the spec is unusable.
+        Raises ``LayerError`` naming the field when the policy is unusable.
         """
         return cls()
 

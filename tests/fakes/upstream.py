@@ -9,6 +9,9 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-break``: streams two chunks, then drops the connection
 - ``fake-hold``: streams one chunk, then waits for ``release`` (disconnect tests set ``cancelled``)
 - ``fake-stream-error``: streams one chunk, then an SSE error event
+- ``fake-json-flaky``: an answer that is not JSON, then (once re-asked) ``{"category": "billing", "priority": 2}``
+- ``fake-json-bad``: never JSON
+- ``fake-reason``: reasoning text, then ``Answer: 42``
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ class FakeUpstream:
     async def chat(self, request: Request) -> Response:
         body = await self._record(request)
         model = body.get("model", "")
-        scripted = await self._scripted(model, request)
+        scripted = await self._scripted(model, request, body)
         if scripted is not None:
             return scripted
         text = _last_user_text(body.get("messages", []))
@@ -150,7 +153,7 @@ class FakeUpstream:
             return StreamingResponse(self._chat_stream(model, text, include_usage), media_type="text/event-stream")
         return _json(_completion(model, f"echo: {text}"))
 
-    async def _scripted(self, model: str, request: Request) -> Response | None:
+    async def _scripted(self, model: str, request: Request, body: dict[str, Any]) -> Response | None:
         if model in ("fake-500", "fake-400", "fake-429"):
             status = int(model[5:])
             return _json(
@@ -167,6 +170,8 @@ class FakeUpstream:
             return StreamingResponse(self._held_stream(model), media_type="text/event-stream")
         if model == "fake-stream-error":
             return StreamingResponse(self._error_stream(model), media_type="text/event-stream")
+        if model in ("fake-json-flaky", "fake-json-bad", "fake-reason"):
+            return _json(_completion(model, _scripted_text(model, body)))
         return None
 
     async def _chat_stream(self, model: str, text: str, include_usage: bool):  # type: ignore[no-untyped-def]
@@ -341,6 +346,15 @@ def _error(message: str, kind: str) -> dict[str, Any]:
 def _usage(text: str) -> dict[str, int]:
     prompt = max(1, len(text.split()))
     return {"prompt_tokens": prompt, "completion_tokens": prompt + 1, "total_tokens": 2 * prompt + 1}
+
+
+def _scripted_text(model: str, body: dict[str, Any]) -> str:
+    reasked = "does not match the required JSON Schema" in _last_user_text(body.get("messages", []))
+    if model == "fake-json-flaky" and reasked:
+        return '{"category": "billing", "priority": 2}'
+    if model == "fake-reason":
+        return "The user asks for six times seven. Six sevens are forty-two.\nAnswer: 42"
+    return "Sure! It is a billing question, fairly urgent."
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:

@@ -57,7 +57,7 @@ def test_settings_file_is_found_in_working_directory(tmp_path: Path) -> None:
 def test_policy_defaults_come_from_file_name_and_settings(tmp_path: Path) -> None:
     write_files(tmp_path, {"prefit.yaml": SETTINGS, "policies/triage.yaml": "params: {temperature: 0}\n"})
     policy = load_config(tmp_path / "prefit.yaml").policies["triage"]
-    assert (policy.upstream, policy.upstream_model) == ("main", "triage")
+    assert (policy.primary.upstream, policy.primary.upstream_model) == ("main", "triage")
 
 
 def test_every_error_in_every_file_is_reported(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_every_error_in_every_file_is_reported(tmp_path: Path) -> None:
         "policies/b.yaml:2:1: parms: unknown key",
         "policies/d.yaml: model: model 'shared' is already served by policies/c.yaml",
         "policies/e.yaml:2:1: invalid YAML: while parsing a flow sequence expected ',' or ']', but got '<stream end>'",
-        "policies/f.yaml:1:9: params: messages cannot be set in params",
+        "policies/f.yaml:1:9: params: messages cannot be set as a parameter",
         "policies/g.yaml:1:1: the file must hold a mapping of keys",
     ]
 

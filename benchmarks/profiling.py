@@ -1,0 +1,123 @@
+"""Where the gateway's core goes during a run: CPU time split from /proc, and py-spy samples.
+
+``CpuClock`` reads a process's user and system CPU seconds from ``/proc/<pid>/stat`` so a run can
+report how busy the gateway's core was and how much of that was the kernel (loopback TCP, writes).
+``pyspy_command`` builds a bounded ``py-spy record`` in collapsed-stack ("raw") form, and
+``top_functions`` turns such a file into self and inclusive shares per function.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CpuClock", "CpuShare", "FunctionShare", "pyspy_command", "pyspy_path", "top_functions"]
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+_LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuShare:
+    """A process's CPU use over a wall-clock interval, as fractions of one core."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def as_dict(self) -> dict[str, float]:
+        return {"user": round(self.user, 3), "system": round(self.system, 3), "total": round(self.total, 3)}
+
+
+class CpuClock:
+    """Started at construction; ``share()`` gives the CPU use of ``pid`` since then."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._wall = time.monotonic()
+        self._user, self._system = _cpu_seconds(pid)
+
+    def share(self) -> CpuShare:
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        user, system = _cpu_seconds(self.pid)
+        return CpuShare((user - self._user) / wall, (system - self._system) / wall)
+
+
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` (fields 14 and 15 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces; skip past it
+    return int(fields[11]) / _TICKS_PER_SECOND, int(fields[12]) / _TICKS_PER_SECOND
+
+
+# -- py-spy -----------------------------------------------------------------------------------------
+
+
+def pyspy_path() -> str | None:
+    """py-spy from this virtualenv, else from PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def pyspy_command(pid: int, output: Path, seconds: int, rate: int = 250) -> list[str]:
+    """A ``py-spy record`` that samples ``pid`` without pausing it and stops by itself."""
+    executable = pyspy_path()
+    if executable is None:
+        raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+    return [
+        executable,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(seconds),
+        "--nonblocking",
+        "--nolineno",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionShare:
+    """One function's share of the samples: on top of the stack (self) or anywhere in it (inclusive)."""
+
+    function: str
+    self_share: float
+    inclusive_share: float
+
+
+def top_functions(raw_path: Path, limit: int = 20) -> tuple[int, list[FunctionShare]]:
+    """The ``limit`` functions with the most self samples in a collapsed-stack file, and the sample count."""
+    self_samples: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        total += count
+        self_samples[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if total == 0:
+        return 0, []
+    return total, [
+        FunctionShare(function, count / total, inclusive[function] / total)
+        for function, count in self_samples.most_common(limit)
+    ]
