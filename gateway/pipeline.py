@@ -36,9 +36,9 @@ LAYER_TYPES: tuple[type[PassThrough], ...] = (ParamsLayer, PromptLayer, FewShotL
 def without_streaming(body: ChatRequest) -> ChatRequest:
     """A copy of ``body`` that asks for a whole answer (no ``stream``, no ``stream_options``)."""
     copy = body.model_copy()
-    copy.__pydantic_fields_set__.difference_update({"stream", "stream_options"})
     copy.stream = None
     copy.stream_options = None
+    copy.__pydantic_fields_set__.difference_update({"stream", "stream_options"})
     return copy
 
 
@@ -111,8 +111,12 @@ class Pipeline:
         needs the whole answer, one checked reply replayed as chunks."""
         await self.prepare(call)
         if self.needs_full_output:
-            reply = await send(self.upstream_body(call))
-            reply = await self._finish(call, reply, send, self.layers)
+
+            async def send_whole(body: ChatRequest) -> ChatCompletion:
+                return await send(without_streaming(body) if body.stream else body)
+
+            reply = await send_whole(call.body)
+            reply = await self._finish(call, reply, send_whole, self.layers)
             options = call.body.stream_options or {}
             return replay_as_chunks(reply, bool(options.get("include_usage")))
         chunks = await open_stream(call.body)

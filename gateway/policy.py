@@ -56,7 +56,7 @@ class ReasoningSpec(_Spec):
         description="Appended to the system prompt.",
     )
     answer_pattern: str = Field(
-        default=r"(?is)answer:\s*(.+?)\s*$",
+        default=r"(?is)answer:\s*((?:(?!answer:).)+?)\s*$",
         description="Regular expression whose first group (or whole match) is the answer the client receives.",
     )
     on_no_answer: Literal["full", "error"] = Field(

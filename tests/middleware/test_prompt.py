@@ -1,0 +1,64 @@
+"""The prompt layer: sandboxed templates, whitelisted metadata, and the client's system messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from tests.middleware.helpers import call_for, pipeline, prepared
+
+USER = {"role": "user", "content": "hi"}
+
+
+async def test_system_prompt_from_template_with_vars_goes_first() -> None:
+    body = await prepared({"prompt": {"system": "You work for {{ company }}.", "vars": {"company": "Acme"}}}, [USER])
+    assert body["messages"] == [{"role": "system", "content": "You work for Acme."}, USER]
+
+
+async def test_whitelisted_metadata_only() -> None:
+    policy = {
+        "prompt": {
+            "system": "Tier: {{ metadata.tier }}; region: {{ metadata.region }}.",
+            "metadata": ["tier", "region"],
+        }
+    }
+    body = await prepared(policy, [USER], metadata={"tier": "gold", "secret": "x"})
+    assert body["messages"][0]["content"] == "Tier: gold; region: ."
+    assert body["metadata"] == {"tier": "gold", "secret": "x"}
+
+
+async def test_sandbox_blocks_python_internals() -> None:
+    policy = {"prompt": {"system": "{{ metadata.tier.__class__.__mro__ }}", "metadata": ["tier"]}}
+    with pytest.raises(InvalidRequest):
+        await prepared(policy, [USER], metadata={"tier": "gold"})
+
+
+async def test_templates_cannot_read_the_environment() -> None:
+    with pytest.raises(Exception, match="undefined variable"):
+        pipeline({"prompt": {"system": "{{ environ }} {{ os }}"}})
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("append", [{"role": "system", "content": "Policy."}, {"role": "system", "content": "Client."}, USER]),
+        ("replace", [{"role": "system", "content": "Policy."}, USER]),
+    ],
+)
+async def test_client_system_append_and_replace(mode: str, expected: list[dict[str, str]]) -> None:
+    policy = {"prompt": {"system": "Policy.", "client_system": mode}}
+    body = await prepared(policy, [{"role": "system", "content": "Client."}, USER])
+    assert body["messages"] == expected
+
+
+async def test_client_system_reject() -> None:
+    call = call_for([{"role": "developer", "content": "Client."}, USER])
+    with pytest.raises(InvalidRequest) as caught:
+        await pipeline({"prompt": {"system": "Policy.", "client_system": "reject"}}).prepare(call)
+    assert caught.value.param == "messages"
+
+
+async def test_injected_text_is_counted() -> None:
+    call = call_for([USER])
+    await pipeline({"prompt": {"system": "Twelve chars"}}).prepare(call)
+    assert call.injected_chars == 12
