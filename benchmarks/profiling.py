@@ -1,7 +1,9 @@
-"""Where the gateway's core goes during a run: CPU time split from /proc, and py-spy samples.
+"""Where the gateway's core goes during a run: CPU accounting from /proc, and py-spy samples.
 
-``CpuClock`` reads a process's user and system CPU seconds from ``/proc/<pid>/stat`` so a run can
-report how busy the gateway's core was and how much of that was the kernel (loopback TCP, writes).
+``CpuClock`` reads a process's user and system CPU seconds from ``/proc/<pid>/stat``, so a run can
+report how busy the gateway was and how much of that was the kernel (loopback TCP, writes).
+``CoreClock`` reads one core's busy time from ``/proc/stat``: what it shows beyond the gateway's
+own use is other processes' load on the gateway's core, which makes a run's figures suspect.
 ``pyspy_command`` builds a bounded ``py-spy record`` in collapsed-stack ("raw") form, and
 ``top_functions`` turns such a file into self and inclusive shares per function.
 """
@@ -17,7 +19,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuClock", "CpuShare", "FunctionShare", "pyspy_command", "pyspy_path", "top_functions"]
+__all__ = [
+    "CoreClock",
+    "CpuClock",
+    "CpuShare",
+    "FunctionShare",
+    "pyspy_command",
+    "pyspy_path",
+    "top_functions",
+]
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 _LINE_NUMBER = re.compile(r":\d+\)$")
@@ -44,19 +54,42 @@ class CpuClock:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._wall = time.monotonic()
-        self._user, self._system = _cpu_seconds(pid)
+        self._user, self._system = _process_seconds(pid)
 
     def share(self) -> CpuShare:
         wall = max(time.monotonic() - self._wall, 1e-9)
-        user, system = _cpu_seconds(self.pid)
+        user, system = _process_seconds(self.pid)
         return CpuShare((user - self._user) / wall, (system - self._system) / wall)
 
 
-def _cpu_seconds(pid: int) -> tuple[float, float]:
+class CoreClock:
+    """Started at construction; ``busy()`` gives the fraction of time core ``cpu`` was busy since then."""
+
+    def __init__(self, cpu: int) -> None:
+        self.cpu = cpu
+        self._wall = time.monotonic()
+        self._busy = _core_busy_seconds(cpu)
+
+    def busy(self) -> float:
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        return (_core_busy_seconds(self.cpu) - self._busy) / wall
+
+
+def _process_seconds(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of ``pid`` (fields 14 and 15 of /proc/<pid>/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces; skip past it
     return int(fields[11]) / _TICKS_PER_SECOND, int(fields[12]) / _TICKS_PER_SECOND
+
+
+def _core_busy_seconds(cpu: int) -> float:
+    """Seconds core ``cpu`` spent neither idle nor waiting for I/O, from /proc/stat."""
+    prefix = f"cpu{cpu} "
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(prefix):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in line.split()[1:9])
+            return (user + nice + system + irq + softirq + steal) / _TICKS_PER_SECOND
+    raise RuntimeError(f"no line for cpu{cpu} in /proc/stat")
 
 
 # -- py-spy -----------------------------------------------------------------------------------------
@@ -73,22 +106,8 @@ def pyspy_command(pid: int, output: Path, seconds: int, rate: int = 250) -> list
     executable = pyspy_path()
     if executable is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
-    return [
-        executable,
-        "record",
-        "--pid",
-        str(pid),
-        "--rate",
-        str(rate),
-        "--duration",
-        str(seconds),
-        "--nonblocking",
-        "--nolineno",
-        "--format",
-        "raw",
-        "--output",
-        str(output),
-    ]
+    options = ["--rate", str(rate), "--duration", str(seconds), "--nonblocking", "--nolineno", "--format", "raw"]
+    return [executable, "record", "--pid", str(pid), *options, "--output", str(output)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,13 @@ class FunctionShare:
     function: str
     self_share: float
     inclusive_share: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "function": self.function,
+            "self": round(self.self_share, 4),
+            "inclusive": round(self.inclusive_share, 4),
+        }
 
 
 def top_functions(raw_path: Path, limit: int = 20) -> tuple[int, list[FunctionShare]]:

@@ -106,7 +106,7 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     server_config = uvicorn.Config(
-        create_app(config),
+        create_app(config, settings_file=find_settings_file(config_path)),
         loop="uvloop",
         http="httptools",
         lifespan="on",

@@ -26,6 +26,25 @@ __all__ = ["Reloader"]
 
 log = logging.getLogger(__name__)
 _DEBOUNCE_MS = 200
+#: How often an idle watcher wakes; its first wake-up proves the watch is in place.
+_IDLE_TICK_MS = 250
+_WATCH_START_TIMEOUT_S = 10.0
+
+Fingerprint = dict[Path, tuple[int, int]]
+
+
+def _fingerprint(paths: list[Path]) -> Fingerprint:
+    """Modification time and size of every file under ``paths``, to spot changes made before watching began."""
+    seen: Fingerprint = {}
+    for root in paths:
+        candidates = [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())
+        for path in candidates:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            seen[path] = (stat.st_mtime_ns, stat.st_size)
+    return seen
 
 
 class Reloader:
@@ -35,6 +54,8 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watching = asyncio.Event()
+        self._seen = _fingerprint(self._paths(runtime.config))
         self.generation = 0
 
     def _paths(self, config: Config) -> list[Path]:
@@ -47,6 +68,7 @@ class Reloader:
         """Load and apply the configuration now; True when it was applied."""
         async with self._lock:
             started = time.perf_counter()
+            self._seen = await anyio.to_thread.run_sync(_fingerprint, self._paths(self.runtime.config))
             try:
                 config = await anyio.to_thread.run_sync(load_config, self.settings_file)
             except ConfigError as exc:
@@ -78,16 +100,34 @@ class Reloader:
             if not paths:
                 return
             async for changes in watchfiles.awatch(
-                *paths, stop_event=self._stop, debounce=_DEBOUNCE_MS, step=50, recursive=True
+                *paths,
+                stop_event=self._stop,
+                debounce=_DEBOUNCE_MS,
+                step=50,
+                recursive=True,
+                yield_on_timeout=True,
+                rust_timeout=_IDLE_TICK_MS,
             ):
+                if not self._watching.is_set():
+                    self._watching.set()
+                    if await anyio.to_thread.run_sync(_fingerprint, paths) != self._seen:
+                        changes = changes or {(watchfiles.Change.modified, "(before the watch began)")}
+                if not changes:
+                    continue
                 log.debug("changes seen: %d", len(changes))
                 await self.reload("files")
                 if self._paths(self.runtime.config) != paths:
                     break
 
-    def start(self) -> None:
+    async def start(self, watch: bool) -> None:
+        """Reload on SIGHUP, and with ``watch`` on every file change too (returns once the watch is in place)."""
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._watch())
+        if watch and self._paths(self.runtime.config):
+            self._task = loop.create_task(self._watch())
+            try:
+                await asyncio.wait_for(self._watching.wait(), _WATCH_START_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("file watching did not start within %.0f s; changes may be missed", _WATCH_START_TIMEOUT_S)
         try:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("sighup")))
         except (NotImplementedError, RuntimeError, ValueError):

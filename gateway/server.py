@@ -37,8 +37,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
-        if config.settings.reload:
-            reloader.start()
+        await reloader.start(watch=config.settings.reload)
         log.info("gateway ready", extra={"fields": {"policies": sorted(runtime.config.policies)}})
         try:
             yield

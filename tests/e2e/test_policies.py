@@ -50,7 +50,8 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             """,
             "policies/prompts/triage.md": "Triage tickets for {{ company }}. Customer tier: {{ metadata.tier }}.\n",
             "policies/schemas/ticket.json": orjson.dumps(SCHEMA).decode(),
-            "policies/never-json.yaml": f"upstream_model: fake-json-bad\noutput: {{json_schema: {orjson.dumps(SCHEMA).decode()}, "
+            "policies/never-json.yaml": "upstream_model: fake-json-bad\n"
+            f"output: {{json_schema: {orjson.dumps(SCHEMA).decode()}, "
             "max_retries: 1}\n",
             "policies/strict-json.yaml": "upstream: plain\nupstream_model: fake-json-bad\n"
             "output: {json_schema: {type: object}, max_retries: 0, on_invalid: error}\n",
@@ -67,7 +68,7 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(gateway: GatewayProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
 

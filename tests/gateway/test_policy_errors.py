@@ -33,7 +33,8 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "wrong type": (
         {"policies/p.yaml": "few_shot:\n  max_examples: many\n"},
         [
-            "policies/p.yaml:2:17: few_shot.max_examples: Input should be a valid integer, unable to parse string as an "
+            "policies/p.yaml:2:17: few_shot.max_examples: Input should be a valid integer, "
+            "unable to parse string as an "
             "integer"
         ],
     ),
@@ -62,7 +63,8 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
             "policies/prompts/p.md": "Line one\n{% if x %}\nno end\n",
         },
         [
-            "policies/prompts/p.md:2: prompt.system: template syntax error: Unexpected end of template. Jinja was looking "
+            "policies/prompts/p.md:2: prompt.system: template syntax error: Unexpected end of template. "
+            "Jinja was looking "
             "for the following tags: 'elif' or 'else' or 'endif'. The innermost block that needs to be closed is 'if'."
         ],
     ),
@@ -102,7 +104,8 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
     "variant override with a wrong type": (
         {
-            "policies/p.yaml": "variants:\n  - {name: a, weight: 1}\n  - {name: b, weight: 1, few_shot: {max_examples: 0}}\n"
+            "policies/p.yaml": "variants:\n  - {name: a, weight: 1}\n"
+            "  - {name: b, weight: 1, few_shot: {max_examples: 0}}\n"
         },
         ["policies/p.yaml:3:51: variants[1].few_shot.max_examples: Input should be greater than or equal to 1"],
     ),

@@ -53,7 +53,7 @@ async def _run(policy: dict[str, Any], answers: list[str]) -> tuple[dict[str, An
 
 
 async def test_valid_first_time() -> None:
-    reply, call, sent = await _run({"output": {"json_schema": SCHEMA}}, ['{"label": "a"}'])
+    _, call, sent = await _run({"output": {"json_schema": SCHEMA}}, ['{"label": "a"}'])
     assert call.validation == "valid"
     assert call.response_headers["x-prefit-output-valid"] == "true"
     assert len(sent) == 1
