@@ -215,3 +215,13 @@ def schema(which: str) -> None:
 
     model = Settings if which == "settings" else PolicySpec
     click.echo(orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
+def docs(out: Path) -> None:
+    """Regenerate the reference pages and JSON Schemas from the code."""
+    from gateway.reference import write_reference
+
+    for path in write_reference(out):
+        click.echo(f"wrote {path}")
