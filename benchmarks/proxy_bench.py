@@ -101,24 +101,30 @@ def start_upstream(children: Children, workdir: Path, cpu: int | None) -> int:
     return int(wait_for_json_line(log_path, proc, '"listening"', "fast upstream")["port"])
 
 
-def gateway_source(rev: str | None, workdir: Path) -> tuple[str, dict[str, str] | None]:
-    """Which gateway code runs: the work tree as installed, or ``rev`` exported with ``git archive``.
+def gateway_source(args: argparse.Namespace, workdir: Path) -> tuple[str, dict[str, str] | None]:
+    """Which gateway code runs: the work tree as installed, a git revision, or a source directory.
 
-    Returns a description (commit, and whether the work tree has changes) and the environment for
-    ``prefit serve``: an exported revision comes first on PYTHONPATH, ahead of the editable install.
+    Returns a description and the environment for ``prefit serve``: an exported revision (``--rev``,
+    via ``git archive``) or a directory (``--source``) comes first on PYTHONPATH, ahead of the
+    editable install, so two versions of the gateway can be compared on the same machine.
     """
     repo = HERE.parent
-    if rev is None:
+    if args.source is not None:
+        return f"source directory {args.source}", _pythonpath_env(args.source)
+    if args.rev is None:
         commit = _git(repo, "rev-parse", "--short", "HEAD")
         dirty = _git(repo, "status", "--porcelain", "--", "gateway", "middleware")
         return f"work tree at {commit}{' with uncommitted changes' if dirty else ''}", None
-    commit = _git(repo, "rev-parse", "--short", f"{rev}^{{commit}}")
+    commit = _git(repo, "rev-parse", "--short", f"{args.rev}^{{commit}}")
     source = workdir / "src"
     source.mkdir()
     archive = subprocess.run(["git", "-C", str(repo), "archive", commit], capture_output=True, check=True, timeout=60)
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True, timeout=60)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
-    return f"revision {commit} ({rev})", env
+    return f"revision {commit} ({args.rev})", _pythonpath_env(source)
+
+
+def _pythonpath_env(source: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -223,7 +229,7 @@ def run_matrix(bench: Bench) -> list[Measurement]:
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[Measurement]]:
     """Start both servers and measure; stop them whatever happens. Returns which gateway code ran, and the runs."""
-    source, env = gateway_source(args.rev, workdir)
+    source, env = gateway_source(args, workdir)
     console.print(f"[dim]gateway code: {source}[/dim]")
     with Children() as children:
         upstream_port = start_upstream(children, workdir, args.load_cpu)
@@ -289,7 +295,7 @@ def print_report(report: dict[str, Any], measurements: list[Measurement]) -> Non
     console.print(figures_table(summarize(measurements), POLICY))
     console.print(cost_table(report["comparison"]))
     for measurement in measurements:
-        if measurement.profile is not None:
+        if measurement.profile is not None and measurement.repeat == 1:
             console.print(profile_table(measurement, PROFILE_TOP))
     console.print(verdict_table(report["targets"]))
 
@@ -318,9 +324,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add("--gateway-cpu", type=int, default=0, help="core for prefit serve (default: 0)")
     add("--load-cpu", type=int, default=1, help="core for the upstream and the load generator (default: 1)")
     add("--no-pin", action="store_true", help="do not pin processes to cores")
-    add("--rev", default=None, help="benchmark this git revision (via git archive) instead of the work tree")
+    code = parser.add_mutually_exclusive_group()
+    code.add_argument("--rev", default=None, help="benchmark this git revision (via git archive), not the work tree")
+    code.add_argument("--source", type=Path, default=None, help="benchmark the gateway code in this directory")
     add("--no-access-log", action="store_true", help="turn the gateway's access log off (it is on by default)")
-    add("--profile", type=Path, default=None, metavar="DIR", help="sample the gateway with py-spy into DIR")
+    add(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the gateway with py-spy into DIR (costs the load core some CPU)",
+    )
     add("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     add("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -330,6 +344,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.loadgen = "wrk" if wrk_available() else "python"
     elif args.loadgen == "wrk" and not wrk_available():
         parser.error("wrk is not installed (apt-get install -y wrk); use --loadgen python")
+    if args.source is not None:
+        args.source = args.source.resolve()
+        if not (args.source / "gateway" / "cli.py").is_file():
+            parser.error(f"--source {args.source} has no gateway/cli.py")
     if args.profile is not None:
         if pyspy_path() is None:
             parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")

@@ -79,6 +79,8 @@ class Summary:
     rps: float
     p50_ms: float
     p99_ms: float
+    rps_range: tuple[float, float]
+    p50_range: tuple[float, float]
     requests: int
     errors: int
     gateway_cpu: CpuShare | None
@@ -87,7 +89,15 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         entry = asdict(self)
         entry["gateway_cpu"] = None if self.gateway_cpu is None else self.gateway_cpu.as_dict()
+        entry["gateway_cpu_us_per_request"] = self.cpu_us_per_request
         return entry
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Gateway CPU time per request, in microseconds: the cost that caps req/s on one core."""
+        if self.gateway_cpu is None or not self.rps:
+            return None
+        return round(self.gateway_cpu.total / self.rps * 1e6, 1)
 
 
 def summarize(measurements: list[Measurement]) -> list[Summary]:
@@ -112,6 +122,8 @@ def _summary(target: str, concurrency: int, runs: list[Measurement]) -> Summary:
         rps=statistics.median(r.rps for r in results),
         p50_ms=statistics.median(r.p50_ms for r in results),
         p99_ms=statistics.median(r.p99_ms for r in results),
+        rps_range=(min(r.rps for r in results), max(r.rps for r in results)),
+        p50_range=(min(r.p50_ms for r in results), max(r.p50_ms for r in results)),
         requests=sum(r.requests for r in results),
         errors=sum(r.errors for r in results),
         gateway_cpu=cpu,
@@ -201,24 +213,28 @@ def _wrk_version() -> str | None:
 
 def figures_table(summaries: list[Summary], policy: str) -> Table:
     runs = max((s.runs for s in summaries), default=1)
-    title = "Non-streaming chat completions, direct vs through Prefit" + (f" (median of {runs})" if runs > 1 else "")
-    table = Table(title=title)
-    columns = ("target", "conc.", "req/s", "p50 ms", "p99 ms", "requests", "errors", "gateway CPU", "others")
+    repeated = runs > 1
+    title = "Non-streaming chat completions, direct vs through Prefit"
+    table = Table(title=title + (f" (median of {runs} runs, range in brackets)" if repeated else ""))
+    columns = ["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors", "gateway CPU", "CPU µs/req", "others"]
     for column in columns:
         table.add_column(column, justify="left" if column == "target" else "right")
     for s in summaries:
+        rps, p50 = f"{s.rps:,.0f}", f"{s.p50_ms:.3f}"
+        if repeated:
+            rps += f" [dim]({s.rps_range[0]:,.0f}-{s.rps_range[1]:,.0f})[/dim]"
+            p50 += f" [dim]({s.p50_range[0]:.3f}-{s.p50_range[1]:.3f})[/dim]"
         cpu = "-" if s.gateway_cpu is None else f"{s.gateway_cpu.user:.0%} usr {s.gateway_cpu.system:.0%} sys"
-        others = "-" if s.max_foreign_load is None else f"{s.max_foreign_load:.0%}"
         table.add_row(
             "direct" if s.target == "direct" else f"prefit ({policy})",
             str(s.concurrency),
-            f"{s.rps:,.0f}",
-            f"{s.p50_ms:.3f}",
+            rps,
+            p50,
             f"{s.p99_ms:.3f}",
-            f"{s.requests:,}",
             f"[red]{s.errors}[/red]" if s.errors else "0",
             cpu,
-            others,
+            "-" if s.cpu_us_per_request is None else f"{s.cpu_us_per_request:.0f}",
+            "-" if s.max_foreign_load is None else f"{s.max_foreign_load:.0%}",
         )
     table.caption = "others: the most any run saw other processes use of the gateway's core"
     return table

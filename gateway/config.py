@@ -223,6 +223,15 @@ class _PolicyLoader:
         upstream = self.upstream_of(spec, prefix if "upstream" in overridden else ())
         if upstream is None:
             return None
+        fallback_prefix = prefix if "fallbacks" in overridden else ()
+        for index, fallback in enumerate(spec.fallbacks):
+            if fallback.upstream not in self.settings.upstreams:
+                known = ", ".join(sorted(self.settings.upstreams))
+                self.issue(
+                    (*fallback_prefix, "fallbacks", index, "upstream"),
+                    f"unknown upstream {fallback.upstream!r} (known: {known})",
+                )
+                return None
         context = BuildContext(
             policy_name,
             self.path.parent,

@@ -9,8 +9,10 @@
     ├── ModelNotFound               404     invalid_request_error   model_not_found
     ├── RateLimited                 429     rate_limit_error        rate_limit_exceeded
     ├── PermissionDenied            403     permission_error        permission_denied
+    ├── ServiceUnavailable          503     server_error            service_unavailable
     ├── UpstreamError               502     upstream_error          upstream_error
     │   ├── UpstreamUnreachable     502     upstream_error          upstream_unreachable
+    │   │   └── CircuitOpen         502     upstream_error          upstream_circuit_open
     │   ├── UpstreamTimeout         504     upstream_error          upstream_timeout
     │   └── UpstreamStatus          (the upstream's own status and body, passed through)
     └── OutputInvalid               502     output_error            output_invalid
@@ -26,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "BodyTooLarge",
+    "CircuitOpen",
     "ConfigError",
     "ConfigIssue",
     "InvalidRequest",
@@ -34,6 +37,7 @@ __all__ = [
     "PermissionDenied",
     "PrefitError",
     "RateLimited",
+    "ServiceUnavailable",
     "Unauthenticated",
     "UpstreamError",
     "UpstreamStatus",
@@ -119,6 +123,12 @@ class RateLimited(PrefitError):
     code = "rate_limit_exceeded"
 
 
+class ServiceUnavailable(PrefitError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
 class UpstreamError(PrefitError):
     """The upstream could not give an answer; ``reason`` is a bounded metrics label."""
 
@@ -133,6 +143,13 @@ class UpstreamUnreachable(UpstreamError):
     reason = "connect"
 
 
+class CircuitOpen(UpstreamUnreachable):
+    """The upstream failed too often lately; calls fail fast until it has had time to recover."""
+
+    code = "upstream_circuit_open"
+    reason = "circuit_open"
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
@@ -144,11 +161,21 @@ class UpstreamStatus(UpstreamError):
 
     reason = "status"
 
-    def __init__(self, status: int, body: bytes, content_type: str, message: str) -> None:
+    def __init__(
+        self, status: int, body: bytes, content_type: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, code=f"upstream_status_{status}")
         self.status = status
         self.body = body
         self.content_type = content_type
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers = {"retry-after": str(max(1, round(retry_after)))}
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt: rate limited or a server-side failure."""
+        return self.status == 429 or self.status in (500, 502, 503, 504)
 
 
 class ConfigIssue:

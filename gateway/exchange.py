@@ -12,7 +12,8 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +52,9 @@ class Exchange:
     completion_tokens: int = 0
     injected_tokens: int = 0
     error_code: str | None = None
+    cache: str | None = None
+    caller: str = "anonymous"
+    on_done: list[Callable[[Exchange], None]] = field(default_factory=list)
 
     @property
     def final_status(self) -> int:
@@ -117,6 +121,11 @@ class ExchangeMiddleware:
 
     def _record(self, exchange: Exchange) -> None:
         elapsed = time.perf_counter() - exchange.start
+        for callback in exchange.on_done:
+            try:
+                callback(exchange)
+            except Exception:
+                log.exception("request completion hook failed")
         if exchange.path.startswith(_COUNTED_PREFIX):
             self._count(exchange, elapsed)
         if self.access_log_enabled:
@@ -160,6 +169,8 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
         )
     if exchange.first_token_at is not None:
         fields["ttft_ms"] = round((exchange.first_token_at - exchange.start) * 1000, 3)
+    if exchange.cache:
+        fields["cache"] = exchange.cache
     if exchange.error_code:
         fields["error"] = exchange.error_code
     return fields

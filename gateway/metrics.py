@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -116,6 +116,20 @@ class Metrics:
         )
         self.rate_limited = _Family(
             Counter("prefit_rate_limited", "Requests refused by a rate limit.", ["policy"], registry=r)
+        )
+        self.state_errors = _Family(
+            Counter("prefit_state_errors", "Failed cache or rate-limit backend calls.", ["backend", "op"], registry=r)
+        )
+        self.circuit_open = _Family(
+            Gauge("prefit_circuit_open", "1 while an upstream's circuit breaker is open.", ["upstream"], registry=r)
+        )
+        self.upstream_retries = _Family(
+            Counter(
+                "prefit_upstream_retries",
+                "Extra upstream attempts, by upstream and reason.",
+                ["upstream", "reason"],
+                registry=r,
+            )
         )
         self.cost = _Family(
             Counter(

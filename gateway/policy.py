@@ -16,11 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "MODEL_NAME_PATTERN",
     "VARIANT_OVERRIDABLE",
+    "CacheSpec",
     "ExampleSpec",
+    "FallbackSpec",
     "FewShotSpec",
     "OutputSpec",
     "PolicySpec",
     "PromptSpec",
+    "RateLimitSpec",
     "ReasoningSpec",
     "VariantSpec",
 ]
@@ -152,6 +155,29 @@ class OutputSpec(_Spec):
     )
 
 
+class CacheSpec(_Spec):
+    """Whether this policy's answers come from the exact response cache."""
+
+    mode: Literal["auto", "always", "never"] = Field(
+        default="auto", description="`auto`: only deterministic requests (temperature 0); `always`; `never`."
+    )
+    ttl_s: float | None = Field(default=None, gt=0, description="Overrides the settings' cache TTL.")
+
+
+class RateLimitSpec(_Spec):
+    """Requests and tokens per minute for this policy, across all callers."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="Prompt plus completion tokens per minute.")
+
+
+class FallbackSpec(_Spec):
+    """Another upstream and model to try when the policy's own cannot answer."""
+
+    upstream: str = Field(description="An upstream from prefit.yaml.")
+    upstream_model: str = Field(description="The model to ask there.")
+
+
 class VariantSpec(BaseModel):
     """One A/B arm: a name, a weight, and fields that override the policy (deep-merged)."""
 
@@ -208,6 +234,12 @@ class PolicySpec(_Spec):
     prompt: PromptSpec | None = Field(default=None, description="Versioned system prompt.")
     few_shot: FewShotSpec | None = Field(default=None, description="Few-shot examples.")
     output: OutputSpec | None = Field(default=None, description="Required output format.")
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="Exact response caching.")
+    rate_limit: RateLimitSpec | None = Field(default=None, description="Limits for this policy across all callers.")
+    fallbacks: list[FallbackSpec] = Field(
+        default_factory=list,
+        description="Tried in order when the upstream fails after its retries or its circuit is open.",
+    )
     variants: list[VariantSpec] = Field(default_factory=list, description="Weighted A/B variants.")
     sticky_key: str = Field(
         default="user",
@@ -236,5 +268,17 @@ class PolicySpec(_Spec):
 
 #: Fields a variant may override; identity and routing keys stay the policy's own.
 VARIANT_OVERRIDABLE = frozenset(
-    {"upstream", "upstream_model", "params", "force", "max_tokens_cap", "prompt", "few_shot", "output", "description"}
+    {
+        "upstream",
+        "upstream_model",
+        "params",
+        "force",
+        "max_tokens_cap",
+        "prompt",
+        "few_shot",
+        "output",
+        "description",
+        "cache",
+        "fallbacks",
+    }
 )

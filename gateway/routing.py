@@ -7,6 +7,7 @@ so the one error mapping lives in this module; anything else is left to the exch
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import math
 import time
@@ -19,15 +20,17 @@ from starlette.responses import Response
 
 from gateway.auth import bearer_token
 from gateway.config import LoadedPolicy, LoadedVariant
+from gateway.dispatch import Dispatch
 from gateway.errors import BodyTooLarge, ModelNotFound, PermissionDenied, PrefitError, UpstreamStatus
 from gateway.exchange import CLIENT_CLOSED, Exchange, exchange_of
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.pipeline import Pipeline
 from gateway.render import render_request
+from gateway.resilience import Target
 from gateway.runtime import Runtime, Snapshot
 from gateway.sse import EventStreamResponse, HangupAwareResponse
 from gateway.upstream import Upstream
-from gateway.wire import ChatRequest, dump_body, parse_chat_request, parse_model_request
+from gateway.wire import ChatRequest, parse_chat_request, parse_model_request
 from middleware.base import Call, close_stream
 
 __all__ = [
@@ -194,18 +197,6 @@ def _has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
-async def _counting_usage(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[dict[str, Any]]:
-    """Upstream chunks as they come, adding any usage they report to the exchange."""
-    try:
-        async for chunk in chunks:
-            usage = chunk.get("usage")
-            if usage:
-                exchange.add_usage(usage)
-            yield chunk
-    finally:
-        await close_stream(chunks)
-
-
 async def _sse_events(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[bytes]:
     """Serialise chunks as SSE; a failure mid-stream becomes a final OpenAI error event, never silence."""
     try:
@@ -242,13 +233,59 @@ def _new_call(route: _Route, chat: ChatRequest, exchange: Exchange, runtime: Run
     )
 
 
-def _note_call(call: Call, exchange: Exchange, runtime: Runtime, route: _Route) -> None:
-    """What the layers did, for metrics: the model actually called, injected text, validation."""
-    if route.policy is not None:
-        exchange.model = call.body.model
+def _note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
+    """What the layers did, for metrics: injected text and the validation result."""
     exchange.injected_tokens = math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
     if call.validation is not None:
         runtime.metrics.output_validation.child(exchange.policy, call.validation).inc()
+
+
+def _caller(request: Request, snapshot: Snapshot) -> str:
+    """Who is asking, for rate limits: the gateway key (hashed), else the client's address."""
+    token = bearer_token(request.scope)
+    if snapshot.gateway_keys and token:
+        return "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def _admit(request: Request, snapshot: Snapshot, route: _Route, exchange: Exchange) -> None:
+    """Apply rate limits now and count the tokens once the answer is in. Raises ``RateLimited``."""
+    caller = _caller(request, snapshot)
+    limits = route.variant.spec.rate_limit if route.variant is not None else None
+    await snapshot.limiter.admit(caller, exchange.policy, limits)
+    limiter = snapshot.limiter
+
+    def count_tokens(done: Exchange) -> None:
+        limiter.record_tokens(caller, done.policy, limits, done.prompt_tokens + done.completion_tokens)
+
+    exchange.on_done.append(count_tokens)
+
+
+def _dispatch(
+    request: Request, runtime: Runtime, snapshot: Snapshot, route: _Route, exchange: Exchange, path: str
+) -> Dispatch:
+    targets = [Target(route.upstream, None)]
+    spec = route.variant.spec if route.variant is not None else None
+    if spec is not None:
+        targets += [Target(snapshot.upstreams[f.upstream], f.upstream_model) for f in spec.fallbacks]
+    return Dispatch(
+        path,
+        targets,
+        exchange,
+        runtime.resilience,
+        snapshot.config.settings.resilience.request_deadline_s,
+        cache=snapshot.cache if path == "/chat/completions" else None,
+        cache_spec=spec.cache if spec is not None else None,
+        cache_control=request.headers.get("cache-control"),
+        label_model=spec is not None,
+    )
+
+
+def _reply_headers(exchange: Exchange, call_headers: dict[str, str]) -> dict[str, str]:
+    headers = {**_prefit_headers(exchange), **call_headers}
+    if exchange.cache is not None:
+        headers["x-prefit-cache"] = exchange.cache
+    return headers
 
 
 @endpoint
@@ -259,30 +296,21 @@ async def chat_completions(request: Request) -> Response:
     exchange = exchange_of(request.scope)
     chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
     route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
-    headers = _prefit_headers(exchange)
+    await _admit(request, snapshot, route, exchange)
     call = _new_call(route, chat, exchange, runtime)
-    upstream, request_id = route.upstream, exchange.request_id
-
-    async def send(body: ChatRequest) -> dict[str, Any]:
-        reply = await upstream.post_json("/chat/completions", dump_body(body), request_id)
-        exchange.add_usage(reply.get("usage"))
-        return reply
-
-    async def open_stream(body: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        chunks = await upstream.open_stream("/chat/completions", dump_body(body), request_id)
-        return _counting_usage(chunks, exchange)
-
+    dispatch = _dispatch(request, runtime, snapshot, route, exchange, "/chat/completions")
     exchange.stream = call.stream
     try:
         if call.stream:
-            chunks = await route.pipeline.stream(call, open_stream, send)
+            chunks = await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
         else:
-            reply = await route.pipeline.complete(call, send)
+            reply = await route.pipeline.complete(call, dispatch.send)
     finally:
-        _note_call(call, exchange, runtime, route)
+        _note_call(call, exchange, runtime)
+    headers = _reply_headers(exchange, call.response_headers)
     if call.stream:
-        return EventStreamResponse(_sse_events(chunks, exchange), headers={**headers, **call.response_headers})
-    return Response(orjson.dumps(reply), headers={**headers, **call.response_headers}, media_type=_JSON)
+        return EventStreamResponse(_sse_events(chunks, exchange), headers=headers)
+    return Response(orjson.dumps(reply), headers=headers, media_type=_JSON)
 
 
 @endpoint
@@ -304,7 +332,7 @@ async def _model_call(request: Request, path: str, *, apply_params: bool) -> Res
     exchange = exchange_of(request.scope)
     body = parse_model_request(await read_body(request, snapshot.config.settings.max_body_bytes))
     route = _resolve(request, snapshot, body.model, exchange)
-    headers = _prefit_headers(exchange)
+    await _admit(request, snapshot, route, exchange)
     if route.variant is not None:
         spec = route.variant.spec
         body.model = route.variant.upstream_model
@@ -315,13 +343,12 @@ async def _model_call(request: Request, path: str, *, apply_params: bool) -> Res
             for name, value in spec.force.items():
                 setattr(body, name, value)
     exchange.stream = bool(body.stream)
-    raw = dump_body(body)
+    dispatch = _dispatch(request, runtime, snapshot, route, exchange, path)
     if exchange.stream:
-        chunks = await route.upstream.open_stream(path, raw, exchange.request_id)
-        return EventStreamResponse(_sse_events(_counting_usage(chunks, exchange), exchange), headers=headers)
-    reply = await route.upstream.post_json(path, raw, exchange.request_id)
-    exchange.add_usage(reply.get("usage"))
-    return Response(orjson.dumps(reply), headers=headers, media_type=_JSON)
+        chunks = await dispatch.open_stream(body)
+        return EventStreamResponse(_sse_events(chunks, exchange), headers=_prefit_headers(exchange))
+    reply = await dispatch.send(body)
+    return Response(orjson.dumps(reply), headers=_prefit_headers(exchange), media_type=_JSON)
 
 
 @endpoint
@@ -390,6 +417,7 @@ async def passthrough(request: Request) -> Response:
     if request.method in _FORWARDED_METHODS_WITH_BODY:
         body = await read_body(request, config.settings.max_body_bytes)
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
+    await snapshot.limiter.admit(_caller(request, snapshot), exchange.policy, None)
     reply = await snapshot.upstreams[default].forward(
         request.method,
         request.url.path.removeprefix("/v1"),

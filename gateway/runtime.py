@@ -14,9 +14,14 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.auth import KeyRing
+from gateway.cache import ResponseCache
 from gateway.catalog import ModelCatalog
 from gateway.config import Config
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
+from gateway.resilience import Resilience
+from gateway.state import MemoryState, StateBackend
+from gateway.state_redis import RedisState
 from gateway.upstream import UpstreamPool
 
 __all__ = ["ReloadStatus", "Runtime", "Snapshot"]
@@ -33,6 +38,9 @@ class Snapshot:
     gateway_keys: KeyRing
     metrics_keys: KeyRing
     admin_keys: KeyRing
+    state: StateBackend
+    cache: ResponseCache
+    limiter: RateLimiter
 
 
 @dataclass(slots=True)
@@ -50,14 +58,39 @@ def _keys(config: Config) -> tuple[KeyRing, KeyRing, KeyRing]:
     return KeyRing(settings.keys), metrics_keys, KeyRing(settings.admin_keys)
 
 
+def _state(config: Config, metrics: Metrics) -> StateBackend:
+    settings = config.settings
+    if settings.redis_url:
+        return RedisState(settings.redis_url, settings.redis, metrics)
+    return MemoryState(settings.cache.max_entries)
+
+
+def _same_state(a: Config, b: Config) -> bool:
+    sa, sb = a.settings, b.settings
+    return (sa.redis_url, sa.redis, sa.cache.max_entries) == (sb.redis_url, sb.redis, sb.cache.max_entries)
+
+
 class Runtime:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.metrics = metrics
         pool = UpstreamPool(config.settings.upstreams, metrics)
-        self.current = Snapshot(config, pool, self._catalog(config, pool), *_keys(config))
+        self.resilience = Resilience(config.settings.resilience, metrics)
+        self.current = self._snapshot(config, pool, self._catalog(config, pool), _state(config, metrics))
         self.started = False
         self.reload_status = ReloadStatus()
         self._retiring: set[asyncio.Task[None]] = set()
+
+    def _snapshot(self, config: Config, pool: UpstreamPool, catalog: ModelCatalog, state: StateBackend) -> Snapshot:
+        settings = config.settings
+        return Snapshot(
+            config,
+            pool,
+            catalog,
+            *_keys(config),
+            state=state,
+            cache=ResponseCache(state, settings.cache, self.metrics),
+            limiter=RateLimiter(state, settings.rate_limits, self.metrics),
+        )
 
     @property
     def config(self) -> Config:
@@ -92,18 +125,23 @@ class Runtime:
             await pool.start()
             catalog = self._catalog(config, pool)
             catalog.warm_up()
-        self.current = Snapshot(config, pool, catalog, *_keys(config))
-        if not same_upstreams:
-            self._retire(old)
+        state = old.state if _same_state(config, old.config) else _state(config, self.metrics)
+        self.resilience.settings = config.settings.resilience
+        self.current = self._snapshot(config, pool, catalog, state)
+        if not same_upstreams or state is not old.state:
+            self._retire(old, close_pool=not same_upstreams, close_state=state is not old.state)
 
-    def _retire(self, old: Snapshot) -> None:
-        """Close a replaced pool once every request that may still use it has hit its deadline."""
-        longest = max((u.timeout_s for u in old.config.settings.upstreams.values()), default=0.0)
+    def _retire(self, old: Snapshot, *, close_pool: bool, close_state: bool) -> None:
+        """Close a replaced pool or state client once every request that may still use it is over."""
+        longest = old.config.settings.resilience.request_deadline_s
 
         async def close_later() -> None:
             await asyncio.sleep(longest + _RETIRE_GRACE_S)
-            await old.catalog.close()
-            await old.upstreams.close()
+            if close_pool:
+                await old.catalog.close()
+                await old.upstreams.close()
+            if close_state:
+                await old.state.close()
 
         task = asyncio.get_running_loop().create_task(close_later())
         self._retiring.add(task)
@@ -115,3 +153,4 @@ class Runtime:
             task.cancel()
         await self.current.catalog.close()
         await self.current.upstreams.close()
+        await self.current.state.close()

@@ -6,11 +6,23 @@ Every field carries a description: ``prefit schema`` and ``docs/`` are generated
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-__all__ = ["DEFAULT_SETTINGS_YAML", "GatewayKey", "Price", "QdrantSettings", "Settings", "UpstreamSettings"]
+__all__ = [
+    "DEFAULT_SETTINGS_YAML",
+    "CacheSettings",
+    "GatewayKey",
+    "Limits",
+    "Price",
+    "QdrantSettings",
+    "RateLimitSettings",
+    "RedisSettings",
+    "ResilienceSettings",
+    "Settings",
+    "UpstreamSettings",
+]
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _RESERVED_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection"}
@@ -92,6 +104,59 @@ class QdrantSettings(_Strict):
     api_key: SecretStr | None = Field(default=None, description="Qdrant server API key.")
 
 
+class Limits(_Strict):
+    """Requests and tokens allowed per minute (a sliding window); null means unlimited."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="Prompt plus completion tokens per minute.")
+
+
+class RedisSettings(_Strict):
+    """How the gateway talks to Redis when ``redis_url`` is set."""
+
+    timeout_s: float = Field(default=0.25, gt=0, description="Deadline for one Redis command, connecting included.")
+    max_connections: int = Field(default=64, ge=1, description="Connection pool size (callers wait at most timeout_s).")
+    key_prefix: str = Field(default="prefit:", description="Prefix of every key Prefit writes.")
+    down_for_s: float = Field(
+        default=1.0, ge=0, description="After a Redis fault, skip Redis for this long instead of waiting on it again."
+    )
+
+
+class CacheSettings(_Strict):
+    """The exact response cache (keyed by the final upstream body)."""
+
+    enabled: bool = Field(default=True, description="Master switch.")
+    ttl_s: float = Field(
+        default=3600.0, gt=0, description="How long an answer is kept, unless a policy says otherwise."
+    )
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger answers are not cached.")
+    max_entries: int = Field(
+        default=10_000, ge=1, description="In-process cache size (Redis evicts by its own policy)."
+    )
+
+
+class RateLimitSettings(_Strict):
+    """Limits per gateway key (per client address when no keys are configured)."""
+
+    per_key: Limits = Field(default_factory=Limits, description="Applied to each key separately.")
+    on_backend_error: Literal["open", "closed"] = Field(
+        default="open", description="When Redis is unreachable: let requests through, or refuse them (503)."
+    )
+
+
+class ResilienceSettings(_Strict):
+    """Retries, circuit breaking and the overall deadline of a request."""
+
+    retries: int = Field(default=2, ge=0, le=10, description="Extra attempts on connect errors, 429 and 5xx.")
+    backoff_s: float = Field(default=0.25, ge=0, description="First backoff; doubles each attempt, with full jitter.")
+    backoff_max_s: float = Field(default=8.0, ge=0, description="Longest single wait, Retry-After included.")
+    request_deadline_s: float = Field(default=300.0, gt=0, description="Whole request budget across every attempt.")
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open an upstream's circuit.")
+    breaker_reset_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit fails fast before a trial."
+    )
+
+
 class Price(_Strict):
     """USD per million tokens for one upstream model."""
 
@@ -114,6 +179,10 @@ class Settings(_Strict):
     metrics_key: GatewayKey | None = Field(default=None, description="Bearer key that /metrics requires, if set.")
     admin_keys: list[GatewayKey] = Field(default_factory=list, description="Keys for /console.")
     redis_url: str | None = Field(default=None, description="Redis for shared cache and rate limits.")
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis client behaviour.")
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Exact response cache.")
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings, description="Rate limits per key.")
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings, description="Retries and breakers.")
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings, description="Vector store.")
     prices: dict[str, Price] = Field(default_factory=dict, description="Prices by upstream model.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413).")

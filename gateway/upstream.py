@@ -10,6 +10,8 @@ the upstream's key scrubbed from anything a client or a log could see.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -65,6 +67,26 @@ class ForwardedReply:
     status: int
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes]
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the upstream asks us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as a date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(millis) / 1000)
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _split_events(buffer: bytearray) -> Iterable[bytes]:
@@ -148,16 +170,26 @@ class Upstream:
         content_type = response.headers.get("Content-Type", "application/json")
         self._metrics.count_upstream_error(self.name, f"status_{response.status // 100}xx")
         return UpstreamStatus(
-            response.status, text.encode(), content_type, f"upstream {self.name!r} answered {response.status}"
+            response.status,
+            text.encode(),
+            content_type,
+            f"upstream {self.name!r} answered {response.status}",
+            retry_after=_retry_after(response.headers),
         )
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def post_json(self, path: str, body: bytes, request_id: str) -> dict[str, Any]:
+    def _deadline(self, timeout_s: float | None) -> float:
+        """This call's time budget: the upstream's own, cut short by the request's remaining deadline."""
+        return self.settings.timeout_s if timeout_s is None else max(0.001, min(self.settings.timeout_s, timeout_s))
+
+    async def post_json(
+        self, path: str, body: bytes, request_id: str, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         """POST a JSON body and return the parsed JSON reply. Raises ``UpstreamError``."""
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(self._deadline(timeout_s)):
                 async with self.session.post(
                     self.base_url + path, data=body, headers=self._headers_for(request_id)
                 ) as response:
@@ -179,15 +211,18 @@ class Upstream:
             raise UpstreamError(f"upstream {self.name!r} answered with a JSON {type(reply).__name__}, not an object")
         return reply
 
-    async def open_stream(self, path: str, body: bytes, request_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def open_stream(
+        self, path: str, body: bytes, request_id: str, timeout_s: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """POST a streaming request and return its SSE events as parsed JSON objects.
 
         The first event is awaited here, under the upstream's deadline, so that a failure before any
         content still becomes a real HTTP error status for the client. Raises ``UpstreamError``.
         """
         start = time.perf_counter()
+        budget = self._deadline(timeout_s)
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(budget):
                 response = await self.session.post(
                     self.base_url + path, data=body, headers=self._headers_for(request_id)
                 )
@@ -204,7 +239,7 @@ class Upstream:
             raise self._translate(exc) from exc
         events = self._events(response, start)
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(max(0.001, budget - (time.perf_counter() - start))):
                 first = await anext(events)
         except StopAsyncIteration:
             return _empty()

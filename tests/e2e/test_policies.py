@@ -32,6 +32,7 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
               plain: {{base_url: {fake_upstream.base_url}, supports_json_schema: false}}
             default_upstream: fake
             admin_keys: [admin-key]
+            cache: {{enabled: false}}
             """,
             "policies/triage.yaml": """
             upstream_model: fake-json-flaky

@@ -31,6 +31,7 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
               dead: {{base_url: "http://127.0.0.1:{_free_port()}/v1", api_key: {UPSTREAM_KEY}, connect_timeout_s: 2}}
             default_upstream: fake
             max_body_bytes: 20000
+            cache: {{enabled: false}}
             """,
             "policies/support-bot.yaml": """
             upstream: fake
