@@ -37,6 +37,7 @@ class Dispatch:
         cache: ResponseCache | None = None,
         cache_spec: CacheSpec | None = None,
         cache_control: str | None = None,
+        label_model: bool = True,
     ) -> None:
         self.path = path
         self.targets = targets

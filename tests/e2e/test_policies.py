@@ -198,12 +198,14 @@ async def test_variant_split_follows_weights_and_sticks(gateway: GatewayProcess)
             return str(reply.json()["variant"])
 
         sticky = Counter(await asyncio.gather(*[variant_for(f"caller-{i}") for i in range(2000)]))
-        unsticky = Counter(await asyncio.gather(*[variant_for(None) for _ in range(2000)]))
+        # Without a sticky value the arm is random: 4,000 draws keep a false alarm below 1 in 10,000.
+        unsticky = Counter(await asyncio.gather(*[variant_for(None) for _ in range(4000)]))
         again = await asyncio.gather(*[variant_for(f"caller-{i}") for i in range(200)])
         first = await asyncio.gather(*[variant_for(f"caller-{i}") for i in range(200)])
     for counts in (sticky, unsticky):
-        assert abs(counts["control"] / 2000 - 0.70) <= 0.03, counts
-        assert abs(counts["treatment"] / 2000 - 0.30) <= 0.03, counts
+        total = sum(counts.values())
+        assert abs(counts["control"] / total - 0.70) <= 0.03, counts
+        assert abs(counts["treatment"] / total - 0.30) <= 0.03, counts
         assert counts["retired"] == 0
     assert again == first
 
