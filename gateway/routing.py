@@ -454,16 +454,27 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """``GET /readyz``: config loaded and clients started (503 otherwise), and the last reload's outcome."""
+    """``GET /readyz``: config loaded and clients started (503 otherwise), and the last reload's outcome.
+
+    An unreachable Redis makes the gateway unready only when rate limits fail closed; failing open,
+    the gateway still serves correctly and taking it out of rotation would only hurt.
+    """
     runtime = runtime_of(request)
+    snapshot = runtime.current
     ready = runtime.started
     status = runtime.reload_status
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if ready else "starting",
-        "policies": len(runtime.config.policies),
-        "config_loaded_at": runtime.config.loaded_at,
+        "policies": len(snapshot.config.policies),
+        "config_loaded_at": snapshot.config.loaded_at,
         "last_reload": {"ok": status.ok, "at": status.at, "errors": status.errors},
     }
+    if snapshot.config.settings.redis_url:
+        reachable = await snapshot.state.ping()
+        body["redis"] = "ok" if reachable else "unreachable"
+        if not reachable and snapshot.config.settings.rate_limits.on_backend_error == "closed":
+            ready = False
+            body["status"] = "degraded"
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
 
 

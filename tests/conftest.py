@@ -119,3 +119,12 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def faulty_upstream() -> Iterator[object]:
+    from tests.fakes.faulty import FaultyUpstream
+
+    upstream = FaultyUpstream().start()
+    yield upstream
+    upstream.stop()
