@@ -25,7 +25,8 @@ _config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Settings file (default: ./prefit.yaml, else built-in defaults).",
+    envvar="PREFIT_CONFIG",
+    help="Settings file (default: ./prefit.yaml, else built-in defaults). Env: PREFIT_CONFIG.",
 )
 
 
@@ -88,10 +89,21 @@ def main() -> None:
 
 @main.command()
 @_config_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="PREFIT_HOST", help="Address (PREFIT_HOST).")
 @click.option(
-    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="PREFIT_PORT",
+    help="Port, 0 for any free one (PREFIT_PORT).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    envvar="PREFIT_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def serve(config_path: Path | None, host: str, port: int, log_level: str) -> None:
     """Serve the gateway."""
