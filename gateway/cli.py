@@ -203,7 +203,7 @@ def render(
         sys.exit(1)
     try:
         chosen = policy.select(variant, user) if policy is not None else None
-        rendered = asyncio.run(render_request(policy, chosen, chat, "render", upstream))
+        rendered = asyncio.run(render_request(policy, chosen, chat, "render", upstream, config.policies, user))
     except PrefitError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
@@ -212,6 +212,11 @@ def render(
         f"prompt_hash={rendered['prompt_hash']} upstream={rendered['upstream']}",
         err=True,
     )
+    if "steps" in rendered:
+        for step in rendered["steps"]:
+            click.echo(f"# step {step['step']}: model={step['model']} upstream={step['upstream']}", err=True)
+        click.echo(orjson.dumps(rendered["steps"], option=orjson.OPT_INDENT_2).decode())
+        return
     click.echo(orjson.dumps(rendered["body"], option=orjson.OPT_INDENT_2).decode())
 
 

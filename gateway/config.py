@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
+from gateway.chain import Chain, build_inline_steps
 from gateway.pipeline import LAYER_TYPES, Pipeline
-from gateway.policy import MODEL_NAME_PATTERN, PolicySpec
+from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
 from gateway.policy_files import PolicyFiles
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
 from gateway.variants import VariantTable
@@ -33,6 +34,8 @@ __all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "loa
 log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
 _POLICY_SUFFIXES = (".yaml", ".yml")
+#: How deep chains may call chains: each level adds a round trip per step.
+MAX_CHAIN_DEPTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class LoadedVariant:
     prompt_version: str
     prompt_hash: str
     pipeline: Pipeline
+    chain: Chain | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,56 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _build_layers(spec: PolicySpec, context: BuildContext) -> tuple[list[Layer], str]:
+    """Every layer the spec uses, in order, and the prompt's content hash. Raises ``LayerError``."""
+    layers: list[Layer] = []
+    prompt_hash = ""
+    for layer_type in LAYER_TYPES:
+        layer = layer_type.build(spec, context)
+        if layer is not None:
+            layers.append(layer)
+            prompt_hash = getattr(layer, "source_hash", "") or prompt_hash
+    return layers, prompt_hash
+
+
+def _check_chains(policies: dict[str, LoadedPolicy], issues: list[ConfigIssue]) -> None:
+    """Every step names a loaded policy, no chain reaches itself, and nesting stays shallow."""
+
+    def calls(name: str) -> set[str]:
+        policy = policies.get(name)
+        if policy is None:
+            return set()
+        return {step.model for v in policy.variants if v.chain for step in v.chain.steps if step.model}
+
+    def depth(name: str, trail: tuple[str, ...]) -> int:
+        if name in trail:
+            raise _Cycle((*trail, name))
+        below = [depth(callee, (*trail, name)) for callee in calls(name) if callee in policies]
+        return 1 + max(below, default=0)
+
+    for name, policy in policies.items():
+        if not any(v.chain for v in policy.variants):
+            continue
+        missing = sorted(m for m in calls(name) if m not in policies)
+        for model in missing:
+            issues.append(ConfigIssue(policy.source, f"step model {model!r} is not a policy", field="steps"))
+        try:
+            levels = depth(name, ())
+        except _Cycle as cycle:
+            issues.append(ConfigIssue(policy.source, f"chain cycle: {' -> '.join(cycle.path)}", field="steps"))
+            continue
+        if levels > MAX_CHAIN_DEPTH:
+            issues.append(
+                ConfigIssue(policy.source, f"chains nest {levels} deep; at most {MAX_CHAIN_DEPTH}", field="steps")
+            )
+
+
+class _Cycle(Exception):
+    def __init__(self, path: tuple[str, ...]) -> None:
+        super().__init__(" -> ".join(path))
+        self.path = path
+
+
 class _PolicyLoader:
     """Phase two for one policy file: cross-checks, variants and compiled layers."""
 
@@ -239,17 +293,19 @@ class _PolicyLoader:
             supports_json_schema=self.settings.upstreams[upstream].supports_json_schema,
             resources=self.resources,
         )
-        layers: list[Layer] = []
-        prompt_hash = ""
-        for layer_type in LAYER_TYPES:
-            try:
-                layer = layer_type.build(spec, context)
-            except LayerError as error:
-                self.layer_issue(error, prefix if error.field and error.field[0] in overridden else ())
-                return None
-            if layer is not None:
-                layers.append(layer)
-                prompt_hash = getattr(layer, "source_hash", "") or prompt_hash
+        issue_prefix = prefix if overridden else ()
+        try:
+            layers, prompt_hash = _build_layers(spec, context)
+            chain = self.chain(spec, policy_name, context) if spec.steps else None
+        except LayerError as error:
+            self.layer_issue(error, issue_prefix if error.field and error.field[0] in overridden else ())
+            return None
+        if chain is not None and (spec.few_shot or spec.output):
+            self.issue(
+                (*issue_prefix, "steps"),
+                "a chain's few_shot and output apply to no step: set them in the policy a step calls",
+            )
+            return None
         version = spec.prompt.version if spec.prompt and spec.prompt.version else "none"
         return LoadedVariant(
             name=name,
@@ -260,7 +316,22 @@ class _PolicyLoader:
             prompt_version=version,
             prompt_hash=prompt_hash,
             pipeline=Pipeline(tuple(layers)),
+            chain=chain,
         )
+
+    def chain(self, spec: PolicySpec, policy_name: str, context: BuildContext) -> Chain:
+        """Compile a chain's steps; an inline step is the chain's own settings with its ``system`` prompt."""
+
+        def inline_pipeline(index: int, system: str) -> Pipeline:
+            prompt = PromptSpec(system=system, vars=spec.prompt.vars if spec.prompt else {})
+            inline = spec.model_copy(update={"prompt": prompt, "few_shot": None, "output": None, "steps": []})
+            try:
+                layers, _ = _build_layers(inline, context)
+            except LayerError as error:
+                raise LayerError(("steps", index, "system"), error.message, file=error.file, line=error.line) from None
+            return Pipeline(tuple(layers))
+
+        return Chain(policy_name, build_inline_steps(policy_name, spec.steps, inline_pipeline))
 
     def variant_spec(self, base: dict[str, Any], index: int, overrides: dict[str, Any]) -> PolicySpec | None:
         merged = _deep_merge(base, overrides)
@@ -331,6 +402,7 @@ def _load_policies(
             )
             continue
         policies[policy.name] = policy
+    _check_chains(policies, issues)
     return policies
 
 

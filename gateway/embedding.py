@@ -149,6 +149,9 @@ class Embedder:
 
     ``embed`` is synchronous and thread-safe (the ONNX session may be shared by threads);
     ``aembed`` runs it in a worker thread, at most ``max_concurrency`` at a time per event loop.
+    ``threads`` is ONNX Runtime's thread count per call (None: one per core). One thread per call
+    and one call at a time keep embedding to a core, leaving the others to the event loop; on a
+    busy 2-CPU machine that was also twice as fast per query as letting ONNX Runtime spread out.
     """
 
     def __init__(
@@ -160,7 +163,7 @@ class Embedder:
         pooling: Literal["mean", "cls"] = "mean",
         batch_size: int = 32,
         max_concurrency: int = 1,
-        threads: int | None = None,
+        threads: int | None = 1,
     ) -> None:
         if batch_size < 1 or max_concurrency < 1:
             raise ValueError("batch_size and max_concurrency must be >= 1")

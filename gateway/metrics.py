@@ -131,6 +131,15 @@ class Metrics:
                 registry=r,
             )
         )
+        self.step_duration = _Family(
+            Histogram(
+                "prefit_step_duration_seconds",
+                "Time spent in each step of a chain.",
+                ["policy", "step"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
+        )
         self.cost = _Family(
             Counter(
                 "prefit_cost_usd",

@@ -14,9 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "MAX_STEPS",
     "MODEL_NAME_PATTERN",
     "VARIANT_OVERRIDABLE",
     "CacheSpec",
+    "EvalSpec",
     "ExampleSpec",
     "FallbackSpec",
     "FewShotSpec",
@@ -25,9 +27,11 @@ __all__ = [
     "PromptSpec",
     "RateLimitSpec",
     "ReasoningSpec",
+    "StepSpec",
     "VariantSpec",
 ]
 
+MAX_STEPS = 16
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _STRUCTURAL_PARAMS = {"model", "messages", "stream"}
@@ -178,6 +182,55 @@ class FallbackSpec(_Spec):
     upstream_model: str = Field(description="The model to ask there.")
 
 
+class StepSpec(_Spec):
+    """One link of a chain: another policy, or an inline prompt, fed by a template."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Referred to as `steps.<name>` by later steps.")
+    model: str | None = Field(default=None, description="A policy (model name) this step calls.")
+    system: str | None = Field(
+        default=None,
+        description="Instead of `model`: an inline system prompt (Jinja2), sent with the chain's own "
+        "upstream, upstream_model and params.",
+    )
+    input: str | None = Field(
+        default=None,
+        description="The step's user message, a Jinja2 template over `input` (the request's last user message), "
+        "`steps.<name>.output` (text) and `steps.<name>.json` (parsed JSON, if any). Default: the original messages.",
+        examples=["{{ steps.extract.output }}"],
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> StepSpec:
+        if (self.model is None) == (self.system is None):
+            raise ValueError("a step needs exactly one of `model` or `system`")
+        return self
+
+
+class EvalSpec(_Spec):
+    """How `prefit eval` measures this policy on a held-out set."""
+
+    dataset: str = Field(description="`file:path` to a JSONL file of {input, expected, metadata?} records.")
+    metrics: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: list[str | dict[str, Any]](["exact_match"]),
+        description="Scorers: exact_match, contains, regex, json_valid, {json_field: <path>}, {regex: <pattern>}, "
+        "{python: 'module:function'}. The first is the primary score.",
+    )
+    gates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Score thresholds per metric, e.g. `{exact_match: '>=0.85'}`; "
+        "`prefit eval` exits 1 when one is missed.",
+    )
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once.")
+
+    @field_validator("gates")
+    @classmethod
+    def _gate_forms(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, gate in value.items():
+            if not re.fullmatch(r"\s*(>=|<=|>|<|==)\s*-?[0-9]*\.?[0-9]+\s*", str(gate)):
+                raise ValueError(f"gate {name!r} must look like '>=0.85' (got {gate!r})")
+        return value
+
+
 class VariantSpec(BaseModel):
     """One A/B arm: a name, a weight, and fields that override the policy (deep-merged)."""
 
@@ -240,6 +293,12 @@ class PolicySpec(_Spec):
         default_factory=list,
         description="Tried in order when the upstream fails after its retries or its circuit is open.",
     )
+    steps: list[StepSpec] = Field(
+        default_factory=list,
+        description="A chain of small steps answered as this one model; the last step's "
+        "answer is returned (streamed when the client streams).",
+    )
+    eval: EvalSpec | None = Field(default=None, description="Held-out evaluation for `prefit eval`.")
     variants: list[VariantSpec] = Field(default_factory=list, description="Weighted A/B variants.")
     sticky_key: str = Field(
         default="user",
@@ -263,6 +322,17 @@ class PolicySpec(_Spec):
             raise ValueError(f"variant names must be unique: {', '.join(duplicates)}")
         if sum(variant.weight for variant in value) <= 0:
             raise ValueError("variant weights must not all be 0")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _step_names(cls, value: list[StepSpec]) -> list[StepSpec]:
+        names = [step.name for step in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"step names must be unique: {', '.join(duplicates)}")
+        if len(value) > MAX_STEPS:
+            raise ValueError(f"a chain has at most {MAX_STEPS} steps")
         return value
 
 

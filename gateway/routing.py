@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import bearer_token
+from gateway.chain import Chain, ChainStep
 from gateway.config import LoadedPolicy, LoadedVariant
 from gateway.dispatch import Dispatch
 from gateway.errors import BodyTooLarge, ModelNotFound, PermissionDenied, PrefitError, UpstreamStatus
@@ -102,17 +103,27 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class _Route:
-    """Where one request goes: a policy variant and its upstream, or passthrough to the default."""
+    """Where one request goes: a policy variant and its upstream, or passthrough to the default.
 
-    __slots__ = ("pipeline", "policy", "upstream", "variant")
+    ``chain`` is set when this route runs a chain's steps; a chain's inline step routes to the same
+    variant without it.
+    """
+
+    __slots__ = ("chain", "pipeline", "policy", "upstream", "variant")
 
     def __init__(
-        self, policy: LoadedPolicy | None, variant: LoadedVariant | None, upstream: Upstream, pipeline: Pipeline
+        self,
+        policy: LoadedPolicy | None,
+        variant: LoadedVariant | None,
+        upstream: Upstream,
+        pipeline: Pipeline,
+        chain: Chain | None = None,
     ) -> None:
         self.policy = policy
         self.variant = variant
         self.upstream = upstream
         self.pipeline = pipeline
+        self.chain = chain
 
 
 def _sticky_value(
@@ -164,7 +175,7 @@ def _resolve(
         exchange.prompt_version = variant.prompt_version
         exchange.upstream = variant.upstream
         exchange.model = variant.upstream_model
-        return _Route(policy, variant, snapshot.upstreams[variant.upstream], variant.pipeline)
+        return _Route(policy, variant, snapshot.upstreams[variant.upstream], variant.pipeline, variant.chain)
     default = config.settings.default_upstream
     if default is None:
         raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
@@ -221,13 +232,14 @@ async def _sse_events(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange)
 
 
 def _new_call(route: _Route, chat: ChatRequest, exchange: Exchange, runtime: Runtime) -> Call:
+    policy, variant = route.policy, route.variant
     return Call(
         request_id=exchange.request_id,
         body=chat,
-        policy=exchange.policy,
-        variant=exchange.variant,
-        prompt_version=exchange.prompt_version,
-        upstream=exchange.upstream,
+        policy=policy.name if policy is not None else exchange.policy,
+        variant=variant.name if variant is not None else exchange.variant,
+        prompt_version=variant.prompt_version if variant is not None else exchange.prompt_version,
+        upstream=route.upstream.name,
         stream=bool(chat.stream),
         observe_stage=runtime.metrics.observe_stage,
     )
@@ -237,7 +249,7 @@ def _note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
     """What the layers did, for metrics: injected text and the validation result."""
     exchange.injected_tokens = math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
     if call.validation is not None:
-        runtime.metrics.output_validation.child(exchange.policy, call.validation).inc()
+        runtime.metrics.output_validation.child(call.policy, call.validation).inc()
 
 
 def _caller(request: Request, snapshot: Snapshot) -> str:
@@ -288,6 +300,87 @@ def _reply_headers(exchange: Exchange, call_headers: dict[str, str]) -> dict[str
     return headers
 
 
+async def _answer(
+    request: Request,
+    runtime: Runtime,
+    snapshot: Snapshot,
+    route: _Route,
+    body: ChatRequest,
+    exchange: Exchange,
+    stream: bool,
+    response_headers: dict[str, str],
+) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    """One policy variant (or passthrough) answers ``body``: a chain runs its steps, anything else its layers."""
+    if route.chain is not None:
+        return await _run_chain(request, runtime, snapshot, route, body, exchange, stream, response_headers)
+    call = _new_call(route, body, exchange, runtime)
+    call.stream = stream
+    dispatch = _dispatch(request, runtime, snapshot, route, exchange, "/chat/completions")
+    try:
+        if stream:
+            return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
+        return await route.pipeline.complete(call, dispatch.send)
+    finally:
+        _note_call(call, exchange, runtime)
+        response_headers.update(call.response_headers)
+
+
+async def _run_chain(
+    request: Request,
+    runtime: Runtime,
+    snapshot: Snapshot,
+    route: _Route,
+    body: ChatRequest,
+    exchange: Exchange,
+    stream: bool,
+    response_headers: dict[str, str],
+) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    """Run a chain's steps, each through its own policy (or the chain's settings for an inline prompt)."""
+    assert route.chain is not None and route.policy is not None
+    chain, policy = route.chain, route.policy
+    sticky = _sticky_value(policy, request, body.user, body.metadata)
+
+    async def run_step(step: ChainStep, step_body: ChatRequest, streaming: bool) -> Any:
+        if step.model is None:
+            assert step.pipeline is not None
+            step_route = _Route(policy, route.variant, route.upstream, step.pipeline)
+        else:
+            callee = snapshot.config.policies[step.model]
+            variant = callee.choose(sticky)
+            step_route = _Route(callee, variant, snapshot.upstreams[variant.upstream], variant.pipeline, variant.chain)
+        return await _answer(request, runtime, snapshot, step_route, step_body, exchange, streaming, response_headers)
+
+    def observe(step: str, seconds: float) -> None:
+        runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
+
+    result = await chain.run(body, stream, run_step, observe)
+    if isinstance(result, dict):
+        if result.get("usage"):
+            result["usage"] = _chain_usage(exchange)
+        return result
+    return _with_chain_usage(result, exchange)
+
+
+def _chain_usage(exchange: Exchange) -> dict[str, int]:
+    """Usage summed over every step (and every re-ask) of a chain."""
+    total = exchange.prompt_tokens + exchange.completion_tokens
+    return {
+        "prompt_tokens": exchange.prompt_tokens,
+        "completion_tokens": exchange.completion_tokens,
+        "total_tokens": total,
+    }
+
+
+async def _with_chain_usage(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for chunk in chunks:
+            if chunk.get("usage"):
+                chunk = {**chunk, "usage": _chain_usage(exchange)}
+            yield chunk
+    finally:
+        await close_stream(chunks)
+
+
 @endpoint
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions``, whole or streamed, through the model's policy."""
@@ -297,20 +390,13 @@ async def chat_completions(request: Request) -> Response:
     chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
     route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
     await _admit(request, snapshot, route, exchange)
-    call = _new_call(route, chat, exchange, runtime)
-    dispatch = _dispatch(request, runtime, snapshot, route, exchange, "/chat/completions")
-    exchange.stream = call.stream
-    try:
-        if call.stream:
-            chunks = await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
-        else:
-            reply = await route.pipeline.complete(call, dispatch.send)
-    finally:
-        _note_call(call, exchange, runtime)
-    headers = _reply_headers(exchange, call.response_headers)
-    if call.stream:
-        return EventStreamResponse(_sse_events(chunks, exchange), headers=headers)
-    return Response(orjson.dumps(reply), headers=headers, media_type=_JSON)
+    exchange.stream = stream = bool(chat.stream)
+    response_headers: dict[str, str] = {}
+    result = await _answer(request, runtime, snapshot, route, chat, exchange, stream, response_headers)
+    headers = _reply_headers(exchange, response_headers)
+    if isinstance(result, dict):
+        return Response(orjson.dumps(result), headers=headers, media_type=_JSON)
+    return EventStreamResponse(_sse_events(result, exchange), headers=headers)
 
 
 @endpoint
@@ -321,7 +407,10 @@ async def render(request: Request) -> Response:
     exchange = exchange_of(request.scope)
     chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
     route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
-    rendered = await render_request(route.policy, route.variant, chat, exchange.request_id, exchange.upstream)
+    sticky = _sticky_value(route.policy, request, chat.user, chat.metadata) if route.policy else None
+    rendered = await render_request(
+        route.policy, route.variant, chat, exchange.request_id, exchange.upstream, snapshot.config.policies, sticky
+    )
     return Response(orjson.dumps(rendered), headers=_prefit_headers(exchange), media_type=_JSON)
 
 

@@ -10,7 +10,7 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-hold``: streams one chunk, then waits for ``release`` (disconnect tests set ``cancelled``)
 - ``fake-stream-error``: streams one chunk, then an SSE error event
 - ``fake-json-flaky``: an answer that is not JSON, then (once re-asked) ``{"category": "billing", "priority": 2}``
-- ``fake-json-bad``: never JSON
+- ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
 - ``fake-reason``: reasoning text, then ``Answer: 42``
 """
 
@@ -170,7 +170,7 @@ class FakeUpstream:
             return StreamingResponse(self._held_stream(model), media_type="text/event-stream")
         if model == "fake-stream-error":
             return StreamingResponse(self._error_stream(model), media_type="text/event-stream")
-        if model in ("fake-json-flaky", "fake-json-bad", "fake-reason"):
+        if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):
             return _json(_completion(model, _scripted_text(model, body)))
         return None
 
@@ -350,7 +350,7 @@ def _usage(text: str) -> dict[str, int]:
 
 def _scripted_text(model: str, body: dict[str, Any]) -> str:
     reasked = "does not match the required JSON Schema" in _last_user_text(body.get("messages", []))
-    if model == "fake-json-flaky" and reasked:
+    if model == "fake-json-good" or (model == "fake-json-flaky" and reasked):
         return '{"category": "billing", "priority": 2}'
     if model == "fake-reason":
         return "The user asks for six times seven. Six sevens are forty-two.\nAnswer: 42"

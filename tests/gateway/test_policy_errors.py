@@ -136,6 +136,25 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
         {"policies/p.yaml": "prompt:\n  system: 'unclosed\n"},
         ["policies/p.yaml:3:1: invalid YAML: while scanning a quoted scalar found unexpected end of stream"],
     ),
+    "chain step naming a missing policy": (
+        {"policies/p.yaml": "steps:\n  - {name: one, model: ghost}\n"},
+        ["policies/p.yaml: steps: step model 'ghost' is not a policy"],
+    ),
+    "chain cycle": (
+        {"policies/a.yaml": "steps: [{name: s, model: b}]\n", "policies/b.yaml": "steps: [{name: s, model: a}]\n"},
+        ["policies/a.yaml: steps: chain cycle: a -> b -> a", "policies/b.yaml: steps: chain cycle: b -> a -> b"],
+    ),
+    "step with both model and system": (
+        {"policies/p.yaml": "steps:\n  - {name: one, model: x, system: hi}\n"},
+        ["policies/p.yaml:2:5: steps[0]: a step needs exactly one of `model` or `system`"],
+    ),
+    "step input template error": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: one, model: o, input: '{{ nope }}'}\n",
+        },
+        ["policies/p.yaml:2:34: steps[0].input: template uses undefined variable(s): nope"],
+    ),
     "bad sticky key": (
         {"policies/p.yaml": "sticky_key: cookie\n"},
         [
