@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
 from gateway.chain import Chain, build_inline_steps
+from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
 from gateway.pipeline import LAYER_TYPES, Pipeline
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
 from gateway.policy_files import PolicyFiles

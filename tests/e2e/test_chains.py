@@ -38,7 +38,7 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(gateway: GatewayProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
 
