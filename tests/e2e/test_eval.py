@@ -1,0 +1,107 @@
+"""``prefit eval`` through the real pipeline: scores per variant, paired comparison, gates, cache, --url."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import GatewayProcess, write_files
+from tests.fakes.upstream import FakeUpstream
+
+DATASET = "\n".join(
+    orjson.dumps({"id": f"t{i}", "input": f"ticket {i}", "expected": "billing" if i < 8 else "shipping"}).decode()
+    for i in range(10)
+)
+
+
+def _files(upstream: FakeUpstream) -> dict[str, str]:
+    return {
+        "prefit.yaml": f"upstreams:\n  fake: {{base_url: {upstream.base_url}}}\ndefault_upstream: fake\n"
+        "admin_keys: [eval-admin]\n",
+        "policies/labeler.yaml": """
+            upstream_model: fake-label
+            few_shot: {examples: [{input: "refund please", output: billing}]}
+            variants:
+              - {name: few-shot, weight: 50}
+              - {name: zero-shot, weight: 50, few_shot: null}
+            eval:
+              dataset: file:evals/labeler.jsonl
+              metrics: [exact_match, contains]
+              gates: {exact_match: ">=0.5"}
+            """,
+        "policies/evals/labeler.jsonl": DATASET,
+    }
+
+
+def _eval(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "eval", "labeler", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, fake_upstream: FakeUpstream) -> Path:
+    write_files(tmp_path, _files(fake_upstream))
+    return tmp_path
+
+
+def _calls(upstream: FakeUpstream) -> int:
+    return len([r for r in upstream.requests if r.path == "/v1/chat/completions"])
+
+
+def test_report_comparison_and_gates(workdir: Path, upstream: FakeUpstream) -> None:
+    done = _eval(workdir, "--baseline", "zero-shot", "--json", "report.json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "gate failed zero-shot: exact_match = 0.000, gate >=0.5" in done.stdout
+    report = orjson.loads((workdir / "report.json").read_bytes())
+    few, zero = report["variants"]["few-shot"], report["variants"]["zero-shot"]
+    assert (few["n"], few["scores"]["exact_match"], zero["scores"]["exact_match"]) == (10, 0.8, 0.0)
+    assert few["interval"][0] == pytest.approx(0.4902, abs=1e-3)
+    assert few["interval"][1] == pytest.approx(0.9433, abs=1e-3)
+    comparison = report["comparisons"][0]
+    assert (comparison["better"], comparison["worse"]) == (8, 0)
+    assert comparison["p_value"] == pytest.approx(2 / 2**8)
+    assert report["passed"] is False
+    item = next(i for i in few["items"] if i["id"] == "t9")
+    assert (item["output"], item["expected"], item["scores"]["exact_match"]) == ("billing", "shipping", 0.0)
+    assert _calls(upstream) == 20
+    sent = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert {len(r.body["messages"]) for r in sent} == {1, 3}
+
+
+def test_cache_repeat_and_passing_gates(workdir: Path, upstream: FakeUpstream) -> None:
+    assert _eval(workdir, "--variants", "few-shot").returncode == 0
+    assert _calls(upstream) == 10
+    again = _eval(workdir, "--variants", "few-shot", "--json", "again.json")
+    assert again.returncode == 0
+    assert orjson.loads((workdir / "again.json").read_bytes())["variants"]["few-shot"]["cached"] == 10
+    assert _calls(upstream) == 10, "an unchanged variant costs nothing the second time"
+    assert _eval(workdir, "--variants", "few-shot", "--no-cache").returncode == 0
+    assert _calls(upstream) == 20
+    assert _eval(workdir, "--variants", "few-shot", "--repeat", "2").returncode == 0
+    assert _calls(upstream) == 30, "the second repeat must not share the first's cache entries"
+
+
+def test_against_a_running_gateway(start_gateway, fake_upstream: FakeUpstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gateway: GatewayProcess = start_gateway(_files(fake_upstream))
+    fake_upstream.reset()
+    done = _eval(gateway.workdir, "--variants", "few-shot", "--url", gateway.url, "--key", "eval-admin", "--no-cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _calls(fake_upstream) == 10
+    refused = _eval(gateway.workdir, "--variants", "few-shot", "--url", gateway.url, "--key", "nope", "--no-cache")
+    assert refused.returncode != 0
+
+
+def test_bad_dataset_is_a_clear_error(workdir: Path) -> None:
+    (workdir / "policies/evals/labeler.jsonl").write_text('{"input": "x", "expected": "y"}\n{"input": "no expected"}\n')
+    done = _eval(workdir)
+    assert done.returncode == 2
+    assert "labeler.jsonl:2: a record needs `input` and `expected`" in done.stderr
