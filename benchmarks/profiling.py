@@ -5,7 +5,8 @@ report how busy the gateway was and how much of that was the kernel (loopback TC
 ``CoreClock`` reads one core's busy time from ``/proc/stat``: what it shows beyond the gateway's
 own use is other processes' load on the gateway's core, which makes a run's figures suspect.
 ``pyspy_command`` builds a bounded ``py-spy record`` in collapsed-stack ("raw") form, and
-``top_functions`` turns such a file into self and inclusive shares per function.
+``top_functions`` turns such a file into self and inclusive shares per function, and
+``package_shares`` into the share of samples whose innermost Python frame is in each package.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "CpuClock",
     "CpuShare",
     "FunctionShare",
+    "package_shares",
     "pyspy_command",
     "pyspy_path",
     "top_functions",
@@ -31,6 +33,9 @@ __all__ = [
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 _LINE_NUMBER = re.compile(r":\d+\)$")
+_FRAME_FILE = re.compile(r"\(([^()]*)\)$")
+#: The innermost frame of an event-loop sample with no Python callback running: uvloop's C code.
+_EVENT_LOOP_FRAMES = ("Runner.run (asyncio/runners.py)",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +106,12 @@ def pyspy_path() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def pyspy_command(pid: int, output: Path, seconds: int, rate: int = 250) -> list[str]:
-    """A ``py-spy record`` that samples ``pid`` without pausing it and stops by itself."""
+def pyspy_command(pid: int, output: Path, seconds: int, rate: int = 100) -> list[str]:
+    """A ``py-spy record`` of ``pid`` that stops by itself (pausing it briefly per sample, for exact stacks)."""
     executable = pyspy_path()
     if executable is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
-    options = ["--rate", str(rate), "--duration", str(seconds), "--nonblocking", "--nolineno", "--format", "raw"]
+    options = ["--rate", str(rate), "--duration", str(seconds), "--gil", "--nolineno", "--format", "raw"]
     return [executable, "record", "--pid", str(pid), *options, "--output", str(output)]
 
 
@@ -126,17 +131,22 @@ class FunctionShare:
         }
 
 
+def _stacks(raw_path: Path) -> list[tuple[list[str], int]]:
+    """Each collapsed stack as its frames (line numbers removed, outermost first) and its sample count."""
+    stacks = []
+    for line in raw_path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit():
+            stacks.append(([_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")], int(count_text)))
+    return stacks
+
+
 def top_functions(raw_path: Path, limit: int = 20) -> tuple[int, list[FunctionShare]]:
     """The ``limit`` functions with the most self samples in a collapsed-stack file, and the sample count."""
     self_samples: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in raw_path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+    for frames, count in _stacks(raw_path):
         total += count
         self_samples[frames[-1]] += count
         for frame in set(frames):
@@ -147,3 +157,22 @@ def top_functions(raw_path: Path, limit: int = 20) -> tuple[int, list[FunctionSh
         FunctionShare(function, count / total, inclusive[function] / total)
         for function, count in self_samples.most_common(limit)
     ]
+
+
+def package_shares(raw_path: Path) -> list[tuple[str, float]]:
+    """Share of samples per package of the innermost frame (C code counts for the Python caller's package)."""
+    samples: Counter[str] = Counter()
+    for frames, count in _stacks(raw_path):
+        samples[_package(frames[-1])] += count
+    total = sum(samples.values())
+    return [(package, count / total) for package, count in samples.most_common()] if total else []
+
+
+def _package(frame: str) -> str:
+    if frame in _EVENT_LOOP_FRAMES:
+        return "event loop (uvloop, C)"
+    match = _FRAME_FILE.search(frame)
+    if match is None:
+        return "(unknown)"
+    path = match.group(1)
+    return path.split("/", 1)[0] if "/" in path else path

@@ -44,6 +44,7 @@ from report import (
     comparison,
     cost_table,
     figures_table,
+    foreign_load_warning,
     machine_info,
     profile_table,
     summarize,
@@ -72,15 +73,19 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 # -- the two servers ------------------------------------------------------------------------------
 
 
-def write_gateway_config(directory: Path, upstream_port: int, *, access_log: bool) -> Path:
-    """A ``prefit.yaml`` whose only upstream is the fast one, and the ``bench-bot`` policy."""
+def write_gateway_config(directory: Path, upstream_port: int, *, access_log: bool, cache: bool) -> Path:
+    """A ``prefit.yaml`` whose only upstream is the fast one, and the ``bench-bot`` policy.
+
+    With temperature 0 the policy's answers are cacheable; unless ``cache`` is set, the policy turns
+    the response cache off so that every request really goes through to the upstream.
+    """
     policies = directory / "policies"
     policies.mkdir()
     (policies / f"{POLICY}.yaml").write_text(
         "description: Benchmark policy; maps onto gpt-4o-mini with fixed parameters.\n"
         "upstream: fast\n"
         "upstream_model: gpt-4o-mini\n"
-        "params: {temperature: 0, max_tokens: 64}\n"
+        "params: {temperature: 0, max_tokens: 64}\n" + ("" if cache else "cache: {mode: never}\n")
     )
     settings = directory / "prefit.yaml"
     settings.write_text(
@@ -150,16 +155,28 @@ def start_gateway(
     return proc.pid, port
 
 
-def check_reply(url: str, *, expect_policy: str | None) -> None:
-    """One request before the load: a 200 chat completion (and Prefit's policy header through the gateway)."""
+def check_reply(url: str, *, expect_policy: str | None) -> dict[str, str]:
+    """One request before the load: a 200 chat completion (and Prefit's policy header through the gateway).
+
+    Returns the response headers, lower-cased.
+    """
     request = urllib.request.Request(url, data=REQUEST_BODY, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         reply = json.loads(response.read())
-        policy = response.headers.get("x-prefit-policy")
+        headers = {name.lower(): value for name, value in response.headers.items()}
     if reply.get("object") != "chat.completion" or "usage" not in reply:
         raise RuntimeError(f"unexpected reply from {url}: {reply}")
-    if expect_policy is not None and policy != expect_policy:
-        raise RuntimeError(f"{url} answered without x-prefit-policy: {expect_policy} (got {policy!r})")
+    if expect_policy is not None and headers.get("x-prefit-policy") != expect_policy:
+        raise RuntimeError(f"{url} answered without x-prefit-policy: {expect_policy} (got {headers!r})")
+    return headers
+
+
+def check_gateway(url: str, *, cache: bool) -> None:
+    """Two requests through Prefit; unless ``cache``, the second must not be a response-cache hit."""
+    check_reply(url, expect_policy=POLICY)
+    second = check_reply(url, expect_policy=POLICY)
+    if not cache and second.get("x-prefit-cache") == "hit":
+        raise RuntimeError("the gateway answered from its response cache: the load would not reach the upstream")
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -233,7 +250,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[Measurement]
     console.print(f"[dim]gateway code: {source}[/dim]")
     with Children() as children:
         upstream_port = start_upstream(children, workdir, args.load_cpu)
-        settings = write_gateway_config(workdir, upstream_port, access_log=not args.no_access_log)
+        settings = write_gateway_config(workdir, upstream_port, access_log=not args.no_access_log, cache=args.cache)
         gateway_pid, gateway_port = start_gateway(children, workdir, settings, args.gateway_cpu, env)
         bench = Bench(
             args,
@@ -245,7 +262,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[Measurement]
         )
         check_reply(bench.direct_url, expect_policy=None)
         try:
-            check_reply(bench.gateway_url, expect_policy=POLICY)
+            check_gateway(bench.gateway_url, cache=args.cache)
         except (OSError, RuntimeError) as exc:
             raise RuntimeError(f"prefit did not answer correctly ({exc}):\n{tail(workdir / 'prefit.log', 5)}") from exc
         console.print(f"[dim]upstream :{upstream_port}, prefit :{gateway_port} (pid {gateway_pid})[/dim]")
@@ -271,10 +288,12 @@ def build_report(args: argparse.Namespace, source: str, measurements: list[Measu
             "gateway_cpu": args.gateway_cpu,
             "load_cpu": args.load_cpu,
             "access_log": not args.no_access_log,
+            "response_cache": args.cache,
             "policy": {
                 "model": POLICY,
                 "upstream_model": "gpt-4o-mini",
                 "params": {"temperature": 0, "max_tokens": 64},
+                "cache": "default" if args.cache else {"mode": "never"},
             },
             "request_body": json.loads(REQUEST_BODY),
         },
@@ -282,6 +301,7 @@ def build_report(args: argparse.Namespace, source: str, measurements: list[Measu
         "summary": [s.as_dict() for s in summaries],
         "comparison": compared,
         "targets": verdicts(summaries, compared),
+        "warning": foreign_load_warning(summaries),
         "runs": [m.as_dict(PROFILE_TOP) for m in measurements],
     }
 
@@ -298,6 +318,9 @@ def print_report(report: dict[str, Any], measurements: list[Measurement]) -> Non
         if measurement.profile is not None and measurement.repeat == 1:
             console.print(profile_table(measurement, PROFILE_TOP))
     console.print(verdict_table(report["targets"]))
+    warning = foreign_load_warning(summarize(measurements))
+    if warning is not None:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -328,6 +351,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     code.add_argument("--rev", default=None, help="benchmark this git revision (via git archive), not the work tree")
     code.add_argument("--source", type=Path, default=None, help="benchmark the gateway code in this directory")
     add("--no-access-log", action="store_true", help="turn the gateway's access log off (it is on by default)")
+    add(
+        "--cache",
+        action="store_true",
+        help="leave the policy's response cache at its default (cache hits after the first request); "
+        "also needed for revisions older than the cache, which reject `cache:` in a policy",
+    )
     add(
         "--profile",
         type=Path,

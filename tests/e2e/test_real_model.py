@@ -87,7 +87,7 @@ def gateway(start_gateway, llama_url: str) -> GatewayProcess:  # type: ignore[no
     return start_gateway(
         {
             "prefit.yaml": f"upstreams:\n  local: {{base_url: {llama_url}, timeout_s: 120, "
-            "supports_json_schema: false}}\n"
+            "supports_json_schema: false}\n"
             "default_upstream: local\ncache: {enabled: false}\n",
             "policies/tiny.yaml": "upstream_model: smollm2\nparams: {temperature: 0, max_tokens: 12}\n",
             "policies/polite.yaml": """
