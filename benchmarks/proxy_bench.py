@@ -67,7 +67,7 @@ REQUEST_BODY = json.dumps(
 ).encode()
 PROFILE_TOP = 25
 
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 # -- the two servers ------------------------------------------------------------------------------

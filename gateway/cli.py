@@ -296,3 +296,30 @@ def eval_command(
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     sys.exit(0 if passed else 1)
+
+
+@main.command()
+@click.argument("collection")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--prune", is_flag=True, help="Remove chunks of files that are not among PATHS any more.")
+@_config_option
+def ingest(collection: str, paths: tuple[Path, ...], prune: bool, config_path: Path | None) -> None:
+    """Chunk, embed and upsert documents (.md .txt .html .jsonl) into COLLECTION; unchanged files cost nothing."""
+    from rich.console import Console
+
+    from gateway.embedding import EmbeddingError
+    from gateway.ingest import IngestError, report_table
+    from gateway.ingest import ingest as run_ingest
+    from gateway.vectors import VectorStoreError
+
+    config = _load_or_exit(config_path)
+    hub = config.resources
+    console = Console(stderr=True)
+    try:
+        report = run_ingest(hub.store(), hub.embedder(), collection, list(paths), prune=prune, console=console)
+    except (IngestError, EmbeddingError, VectorStoreError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        hub.close()
+    Console(width=None if sys.stdout.isatty() else 160).print(report_table(report))

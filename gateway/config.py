@@ -24,6 +24,7 @@ from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
 from gateway.pipeline import LAYER_TYPES, Pipeline
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
 from gateway.policy_files import PolicyFiles
+from gateway.resources import ResourceHub
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
 from gateway.variants import VariantTable
 from gateway.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
@@ -104,6 +105,7 @@ class Config:
     policies: Mapping[str, LoadedPolicy]
     loaded_at: float = field(default_factory=time.time)
     unset_env: frozenset[str] = frozenset()
+    resources: ResourceHub = field(default_factory=ResourceHub, compare=False)
 
 
 def find_settings_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> Path | None:
@@ -348,6 +350,12 @@ class _PolicyLoader:
         spec = _validate(PolicySpec, self.located, self.issues)
         if spec is None:
             return None
+        if spec.eval is not None:
+            try:
+                self.files.resolve(("eval", "dataset"), spec.eval.dataset)
+            except LayerError as error:
+                self.layer_issue(error, ())
+                return None
         name = spec.model or self.path.stem
         if spec.model is None and not re.match(MODEL_NAME_PATTERN, name):
             self.issue((), f"file name {self.path.stem!r} is not a usable model name; set `model:`")
@@ -413,10 +421,12 @@ def load_config(settings_file: Path | None, *, resources: Resources | None = Non
     if settings is None or located is None:
         raise ConfigError(issues)
     base_dir = settings_file.parent if settings_file is not None else (cwd or Path.cwd())
+    hub = resources if isinstance(resources, ResourceHub) else ResourceHub()
+    hub.configure(settings, base_dir.resolve())
     policies_dir = (base_dir / settings.policies_dir).resolve()
     policies: dict[str, LoadedPolicy] = {}
     if policies_dir.is_dir():
-        policies = _load_policies(policies_dir, settings, base_dir, resources, issues)
+        policies = _load_policies(policies_dir, settings, base_dir, hub, issues)
     elif settings_file is not None and "policies_dir" in (located.data or {}):
         issues.append(located.issue(("policies_dir",), f"directory not found: {policies_dir}"))
     if issues:
@@ -430,4 +440,5 @@ def load_config(settings_file: Path | None, *, resources: Resources | None = Non
         policies_dir=policies_dir,
         policies=policies,
         unset_env=frozenset(located.unset_env),
+        resources=hub,
     )

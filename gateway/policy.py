@@ -18,6 +18,7 @@ __all__ = [
     "MODEL_NAME_PATTERN",
     "VARIANT_OVERRIDABLE",
     "CacheSpec",
+    "DynamicFewShotSpec",
     "EvalSpec",
     "ExampleSpec",
     "FallbackSpec",
@@ -27,6 +28,7 @@ __all__ = [
     "PromptSpec",
     "RateLimitSpec",
     "ReasoningSpec",
+    "RetrievalSpec",
     "StepSpec",
     "VariantSpec",
 ]
@@ -128,6 +130,14 @@ class ExampleSpec(_Spec):
     output: str | dict[str, Any] | list[Any] = Field(description="The answer; JSON values are sent as compact JSON.")
 
 
+class DynamicFewShotSpec(_Spec):
+    """Pick the labelled examples most similar to the request from a collection (`prefit ingest` JSONL)."""
+
+    collection: str = Field(description="Collection of `{input, output}` examples.")
+    k: int = Field(default=3, ge=1, le=20, description="How many examples to inject.")
+    min_score: float | None = Field(default=None, ge=-1, le=1, description="Ignore examples less similar than this.")
+
+
 class FewShotSpec(_Spec):
     """Examples injected as user/assistant turns after the system prompt."""
 
@@ -137,6 +147,34 @@ class FewShotSpec(_Spec):
         examples=["file:examples/support.jsonl"],
     )
     max_examples: int | None = Field(default=None, ge=1, le=100, description="Inject at most this many.")
+    dynamic: DynamicFewShotSpec | None = Field(
+        default=None, description="Retrieved examples, most similar first; the static ones fill in when none match."
+    )
+
+
+class RetrievalSpec(_Spec):
+    """Context from a vector store, inserted as quoted, numbered sources before the user's question."""
+
+    collection: str = Field(description="The collection `prefit ingest` filled.", examples=["returns-policy"])
+    top_k: int = Field(default=4, ge=1, le=50, description="Passages to retrieve.")
+    min_score: float | None = Field(default=None, ge=-1, le=1, description="Drop passages less similar than this.")
+    max_context_chars: int = Field(default=6000, ge=100, description="Budget for inserted passage text.")
+    on_error: Literal["skip", "fail"] = Field(
+        default="skip", description="When the store or model fails: answer without context, or fail (502)."
+    )
+    query: Literal["last_user", "all_user"] = Field(
+        default="last_user", description="What is embedded: the last user message, or every user message."
+    )
+    filter: dict[str, str] = Field(
+        default_factory=dict,
+        description="Payload field -> request `metadata` key: only passages whose field equals that value.",
+        examples=[{"product_line": "line"}],
+    )
+    template: str | None = Field(
+        default=None,
+        description="Jinja2 template for the sources message over `passages` (number, id, score, text, source, "
+        "heading); default: numbered, delimited, marked as quoted material.",
+    )
 
 
 class OutputSpec(_Spec):
@@ -209,7 +247,9 @@ class StepSpec(_Spec):
 class EvalSpec(_Spec):
     """How `prefit eval` measures this policy on a held-out set."""
 
-    dataset: str = Field(description="`file:path` to a JSONL file of {input, expected, metadata?} records.")
+    dataset: str = Field(
+        pattern=r"^file:.+", description="`file:path` to a JSONL file of {input, expected, metadata?} records."
+    )
     metrics: list[str | dict[str, Any]] = Field(
         default_factory=lambda: list[str | dict[str, Any]](["exact_match"]),
         description="Scorers: exact_match, contains, regex, json_valid, {json_field: <path>}, {regex: <pattern>}, "
@@ -286,6 +326,7 @@ class PolicySpec(_Spec):
     )
     prompt: PromptSpec | None = Field(default=None, description="Versioned system prompt.")
     few_shot: FewShotSpec | None = Field(default=None, description="Few-shot examples.")
+    retrieval: RetrievalSpec | None = Field(default=None, description="Context from a vector store.")
     output: OutputSpec | None = Field(default=None, description="Required output format.")
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Exact response caching.")
     rate_limit: RateLimitSpec | None = Field(default=None, description="Limits for this policy across all callers.")

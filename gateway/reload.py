@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -70,7 +71,9 @@ class Reloader:
             started = time.perf_counter()
             self._seen = await anyio.to_thread.run_sync(_fingerprint, self._paths(self.runtime.config))
             try:
-                config = await anyio.to_thread.run_sync(load_config, self.settings_file)
+                config = await anyio.to_thread.run_sync(
+                    functools.partial(load_config, self.settings_file, resources=self.runtime.config.resources)
+                )
             except ConfigError as exc:
                 errors = [str(issue) for issue in exc.issues]
                 for line in errors:

@@ -16,6 +16,8 @@ from gateway.chain import Chain, Placeholder, StepOutput
 from gateway.config import LoadedPolicy, LoadedVariant
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import Call
+from middleware.few_shot import InjectedExamples
+from middleware.retrieval import RetrievedContext
 
 __all__ = ["render_request"]
 
@@ -89,4 +91,8 @@ async def render_request(
     call.policy, call.variant, call.prompt_version = policy.name, variant.name, variant.prompt_version
     await variant.pipeline.prepare(call)
     result["body"] = orjson.loads(dump_body(variant.pipeline.upstream_body(call)))
+    if RetrievedContext in call.notes:
+        result["context"] = list(call.notes[RetrievedContext])
+    if InjectedExamples in call.notes:
+        result["examples"] = list(call.notes[InjectedExamples])
     return result

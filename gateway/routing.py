@@ -250,6 +250,8 @@ def _note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
     exchange.injected_tokens = math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
     if call.validation is not None:
         runtime.metrics.output_validation.child(call.policy, call.validation).inc()
+    if call.retrieval_hits is not None:
+        runtime.metrics.retrieval_hits.child(call.policy).observe(call.retrieval_hits)
 
 
 def _caller(request: Request, snapshot: Snapshot) -> str:

@@ -154,3 +154,4 @@ class Runtime:
         await self.current.catalog.close()
         await self.current.upstreams.close()
         await self.current.state.close()
+        self.current.config.resources.close()

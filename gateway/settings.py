@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 __all__ = [
     "DEFAULT_SETTINGS_YAML",
     "CacheSettings",
+    "EmbeddingSettings",
     "GatewayKey",
     "Limits",
     "Price",
@@ -104,6 +105,18 @@ class QdrantSettings(_Strict):
     api_key: SecretStr | None = Field(default=None, description="Qdrant server API key.")
 
 
+class EmbeddingSettings(_Strict):
+    """The embedding model used by retrieval, dynamic few-shot and ``prefit ingest``."""
+
+    model_dir: str | None = Field(
+        default=None, description="Any ONNX sentence-embedding folder; default: the bundled all-MiniLM-L6-v2."
+    )
+    cache_dir: str | None = Field(
+        default=None, description="Where the bundled model is assembled: default $PREFIT_MODEL_DIR or .prefit/models."
+    )
+    max_concurrency: int = Field(default=1, ge=1, le=16, description="Embedding calls run at once (threads).")
+
+
 class Limits(_Strict):
     """Requests and tokens allowed per minute (a sliding window); null means unlimited."""
 
@@ -184,6 +197,7 @@ class Settings(_Strict):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings, description="Rate limits per key.")
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings, description="Retries and breakers.")
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings, description="Vector store.")
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings, description="Embedding model.")
     prices: dict[str, Price] = Field(default_factory=dict, description="Prices by upstream model.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413).")
     models_cache_s: float = Field(default=60.0, ge=0, description="How long the upstream model list is cached.")

@@ -28,6 +28,8 @@ __all__ = [
     "Layer",
     "LayerError",
     "PassThrough",
+    "Passage",
+    "ResourceError",
     "Resources",
     "SourceText",
     "close_stream",
@@ -62,8 +64,31 @@ class FileSource(Protocol):
     def read(self, field: FieldPath, value: str) -> SourceText: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One stored item a search found: its id, similarity score and payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
 class Resources(Protocol):
-    """Shared clients a layer may use (embedder, vector store, cache); given at build time."""
+    """Shared clients a layer may use, given at build time; their calls never block the event loop."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for ``texts``. Raises ``ResourceError``."""
+        ...
+
+    async def search(
+        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+    ) -> list[Passage]:
+        """The closest stored items. Raises ``ResourceError``."""
+        ...
+
+
+class ResourceError(Exception):
+    """An embedder or vector store could not answer (missing model, store down, unknown collection)."""
 
 
 class _InlineOnly:
@@ -107,6 +132,7 @@ class Call:
     notes: dict[type, Any] = field(default_factory=dict)
     injected_chars: int = 0
     validation: str | None = None
+    retrieval_hits: int | None = None
     send_upstream: Callable[[ChatRequest], Awaitable[ChatCompletion]] = _no_upstream
     observe_stage: Callable[[str, float], None] = _ignore_stage
     system: ChatMessage | None = None

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -106,12 +106,15 @@ def write_files(root: Path, files: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A factory: ``start_gateway(files, *args)`` writes a config directory and serves it."""
+    """A factory: ``start_gateway(files, *args, prepare=fn)`` writes a config directory, lets ``prepare``
+    fill it (say, ``prefit ingest``), and serves it."""
     started: list[GatewayProcess] = []
 
-    def start(files: dict[str, str], *args: str) -> GatewayProcess:
+    def start(files: dict[str, str], *args: str, prepare: Callable[[Path], None] | None = None) -> GatewayProcess:
         workdir = tmp_path_factory.mktemp("gateway")
         write_files(workdir, files)
+        if prepare is not None:
+            prepare(workdir)
         gateway = GatewayProcess(workdir, list(args))
         started.append(gateway)
         return gateway
