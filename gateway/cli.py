@@ -256,6 +256,7 @@ def docs(out: Path) -> None:
 @click.option("--key", default=None, envvar="PREFIT_EVAL_KEY", help="Admin key for --url (PREFIT_EVAL_KEY).")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 100), help="Runs per item.")
 @click.option("--no-cache", is_flag=True, help="Call the model again even for unchanged requests.")
+@click.option("--save", is_flag=True, help="Store the run for the console (settings: eval_runs_dir).")
 @click.option("--concurrency", default=None, type=click.IntRange(1, 64), help="Requests in flight (default: policy).")
 @_config_option
 def eval_command(
@@ -268,6 +269,7 @@ def eval_command(
     key: str | None,
     repeat: int,
     no_cache: bool,
+    save: bool,
     concurrency: int | None,
     config_path: Path | None,
 ) -> None:
@@ -289,6 +291,7 @@ def eval_command(
         repeat=repeat,
         use_cache=not no_cache,
         concurrency=concurrency,
+        save=save,
     )
     try:
         passed = asyncio.run(run_eval(config, options))

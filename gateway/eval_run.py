@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from gateway.scoring import build_scorers
 from middleware.base import LayerError
 from middleware.output import OutputLayer
 
-__all__ = ["EvalOptions", "run_eval"]
+__all__ = ["EvalOptions", "run_eval", "save_run"]
 
 _CACHE_DIR = Path(".prefit") / "eval-cache"
 
@@ -38,6 +39,7 @@ class EvalOptions:
     use_cache: bool = True
     concurrency: int | None = None
     cache_dir: Path = _CACHE_DIR
+    save: bool = False
 
 
 def _dataset_path(policy: LoadedPolicy, explicit: Path | None, base: Path) -> Path:
@@ -102,11 +104,13 @@ async def run_eval(config: Config, options: EvalOptions) -> bool:
     serving = {name for name in names if (variant := policy.variant(name)) is not None and variant.weight > 0}
     failures = check_gates(summaries, spec.gates if spec else {}, serving or None)
     render_report(console, policy.name, summaries, comparisons, metrics, failures)
+    dataset = str(options.dataset) if options.dataset else (spec.dataset if spec else "")
+    report = report_json(policy.name, dataset, summaries, comparisons, failures)
     if options.json_out is not None:
-        report = report_json(
-            policy.name, str(options.dataset or spec.dataset if spec else ""), summaries, comparisons, failures
-        )
         options.json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if options.save:
+        saved = save_run(Path(config.settings.eval_runs_dir), report, config.base_dir)
+        console.print(f"saved {saved}")
     return not failures
 
 
@@ -131,3 +135,13 @@ async def _run_all(
         await asyncio.gather(*(one(name, repeat, item) for name, repeat, item in jobs))
     for name in names:
         results[name].sort(key=lambda r: (r.repeat, r.item.id))
+
+
+def save_run(folder: Path, report: dict[str, object], base_dir: Path) -> Path:
+    """Store a run where the console finds it: ``<eval_runs_dir>/<policy>-<UTC time>.json``."""
+    folder = folder if folder.is_absolute() else base_dir / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = folder / f"{report['policy']}-{stamp}.json"
+    path.write_bytes(orjson.dumps({**report, "saved_at": time.time()}, option=orjson.OPT_INDENT_2))
+    return path

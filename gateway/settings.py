@@ -203,6 +203,9 @@ class Settings(_Strict):
     models_cache_s: float = Field(default=60.0, ge=0, description="How long the upstream model list is cached.")
     access_log: bool = Field(default=True, description="One JSON line per request on the prefit.access logger.")
     reload: bool = Field(default=True, description="Watch the settings file and policies and reload on change.")
+    eval_runs_dir: str = Field(
+        default=".prefit/eval-runs", description="Where `prefit eval --save` stores runs for the console."
+    )
 
     @model_validator(mode="after")
     def _default_upstream_exists(self) -> Settings:

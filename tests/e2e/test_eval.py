@@ -105,3 +105,14 @@ def test_bad_dataset_is_a_clear_error(workdir: Path) -> None:
     done = _eval(workdir)
     assert done.returncode == 2
     assert "labeler.jsonl:2: a record needs `input` and `expected`" in done.stderr
+
+
+def test_save_stores_the_run_for_the_console(workdir: Path, upstream: FakeUpstream) -> None:
+    done = _eval(workdir, "--variants", "few-shot", "--save")
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = list((workdir / ".prefit" / "eval-runs").glob("labeler-*.json"))
+    assert len(runs) == 1
+    saved = orjson.loads(runs[0].read_bytes())
+    assert saved["policy"] == "labeler"
+    assert saved["variants"]["few-shot"]["n"] == 10
+    assert saved["saved_at"] > 0
