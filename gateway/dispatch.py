@@ -8,7 +8,7 @@ Routing hands a ``Dispatch``'s ``send`` and ``open_stream`` to the pipeline, so 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -18,6 +18,9 @@ from gateway.cache import NO_CACHE, ResponseCache
 from gateway.exchange import Exchange
 from gateway.policy import CacheSpec
 from gateway.resilience import Resilience, Target
+from gateway.pipeline import ask_for_usage, strip_usage
+from gateway.pricing import cost_usd
+from gateway.settings import Price
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import close_stream
 
@@ -38,6 +41,7 @@ class Dispatch:
         cache_spec: CacheSpec | None = None,
         cache_control: str | None = None,
         label_model: bool = True,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         self.path = path
         self.targets = targets
@@ -49,6 +53,7 @@ class Dispatch:
         self.cache_control = cache_control
         self.cache_use = NO_CACHE
         self.label_model = label_model
+        self.prices = prices or {}
 
     def _raw(self, body: BaseModel, target: Target) -> bytes:
         if target.model is None:
@@ -62,6 +67,14 @@ class Dispatch:
             self.exchange.model = target.model
         elif self.label_model:
             self.exchange.model = str(getattr(body, "model", self.exchange.model))
+
+    def _account(self, target: Target, body: BaseModel, usage: object) -> None:
+        """Tokens and, where the model has a price, spend: both from the upstream's own usage."""
+        if not isinstance(usage, dict):
+            return
+        self.exchange.add_usage(usage)
+        priced = target.model or str(getattr(body, "model", ""))
+        self.exchange.add_cost(self.exchange.model, cost_usd(self.prices, priced, usage))
 
     def _cache_key(self, body: BaseModel) -> str | None:
         if self.cache is None or not isinstance(body, ChatRequest):
@@ -96,13 +109,24 @@ class Dispatch:
 
         target, reply = await self.resilience.call(self.targets, self.deadline, attempt)
         self._answered_by(target, body)
-        self.exchange.add_usage(reply.get("usage"))
+        self._account(target, body, reply.get("usage"))
         if key is not None and self.cache is not None and target is self.targets[0]:
             await self.cache.put(key, orjson.dumps(reply), self.cache_use.ttl_s)
         return reply
 
     async def open_stream(self, body: BaseModel) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed answer, from the cache or the first upstream that starts one."""
+        """Chunks of a streamed answer, from the cache or the first upstream that starts one.
+
+        A chat stream always asks the upstream for its usage chunk, so tokens and spend are
+        counted; when the client did not ask for it, it is stripped again on the way out.
+        """
+        strip = False
+        if isinstance(body, ChatRequest):
+            body, strip = ask_for_usage(body)
+        chunks = await self._open_stream(body)
+        return strip_usage(chunks) if strip else chunks
+
+    async def _open_stream(self, body: BaseModel) -> AsyncIterator[dict[str, Any]]:
         key = self._cache_key(body)
         stored = await self._cached(key)
         if stored is not None:
@@ -115,16 +139,18 @@ class Dispatch:
         target, chunks = await self.resilience.call(self.targets, self.deadline, attempt)
         self._answered_by(target, body)
         store = key if target is self.targets[0] else None
-        return self._tee(chunks, store)
+        return self._tee(chunks, store, target, body)
 
-    async def _tee(self, chunks: AsyncIterator[dict[str, Any]], key: str | None) -> AsyncIterator[dict[str, Any]]:
+    async def _tee(
+        self, chunks: AsyncIterator[dict[str, Any]], key: str | None, target: Target, body: BaseModel
+    ) -> AsyncIterator[dict[str, Any]]:
         """Pass chunks on, count their usage, and cache the whole list once the stream ended cleanly."""
         kept: list[dict[str, Any]] | None = [] if key is not None else None
         try:
             async for chunk in chunks:
                 usage = chunk.get("usage")
                 if usage:
-                    self.exchange.add_usage(usage)
+                    self._account(target, body, usage)
                 if kept is not None:
                     kept.append(chunk)
                 yield chunk

@@ -27,6 +27,7 @@ class Summary:
     completion_tokens: int
     errors: int
     cached: int
+    cost_usd: float | None
     results: list[ItemResult] = field(repr=False, default_factory=list)
 
 
@@ -58,8 +59,15 @@ def summarise(variant: str, results: list[ItemResult], metrics: list[str]) -> Su
         sum(r.completion_tokens for r in results),
         sum(1 for r in results if r.error is not None),
         sum(1 for r in results if r.cached),
+        _total_cost(results),
         results,
     )
+
+
+def _total_cost(results: list[ItemResult]) -> float | None:
+    """Spend on the variant, None when no item had a priced model."""
+    priced = [r.cost_usd for r in results if r.cost_usd is not None]
+    return sum(priced) if priced else None
 
 
 def compare(candidate: Summary, baseline: Summary, metric: str) -> Comparison:
@@ -134,7 +142,7 @@ def render_report(
     table.add_column(f"{metrics[0]} (95% CI)", justify="right")
     for metric in metrics[1:]:
         table.add_column(metric, justify="right")
-    for column in ("p50 s", "p95 s", "prompt tok", "completion tok", "errors", "cached"):
+    for column in ("p50 s", "p95 s", "prompt tok", "completion tok", "cost USD", "errors", "cached"):
         table.add_column(column, justify="right")
     for s in summaries:
         low, high = s.interval
@@ -147,6 +155,7 @@ def render_report(
             f"{s.p95_s:.3f}",
             str(s.prompt_tokens),
             str(s.completion_tokens),
+            "-" if s.cost_usd is None else f"{s.cost_usd:.6f}",
             str(s.errors),
             str(s.cached),
         )
@@ -181,6 +190,7 @@ def report_json(
                 "p95_s": s.p95_s,
                 "prompt_tokens": s.prompt_tokens,
                 "completion_tokens": s.completion_tokens,
+                "cost_usd": s.cost_usd,
                 "errors": s.errors,
                 "cached": s.cached,
                 "items": [r.as_json() for r in s.results],

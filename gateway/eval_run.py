@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ async def run_eval(config: Config, options: EvalOptions) -> bool:
     scorers = build_scorers(spec.metrics if spec else ["exact_match"], _schema(policy))
     metrics = [scorer.name for scorer in scorers]
     concurrency = options.concurrency or (spec.concurrency if spec else 4)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     results: dict[str, list[ItemResult]] = {name: [] for name in names}
     async with _gateway(config, options) as (url, key):
         runner = Runner(url, key, policy, scorers, options.cache_dir, concurrency)

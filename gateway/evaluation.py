@@ -58,6 +58,7 @@ class ItemResult:
     completion_tokens: int = 0
     error: str | None = None
     cached: bool = False
+    cost_usd: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +72,7 @@ class ItemResult:
             "latency_s": self.latency_s,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
             "error": self.error,
             "cached": self.cached,
         }
@@ -205,6 +207,8 @@ class Runner:
         else:
             message = (data.get("choices") or [{}])[0].get("message") or {}
             result.output = message.get("content") or ""
+            cost = reply.headers.get("x-prefit-cost-usd")
+            result.cost_usd = float(cost) if cost else None
             usage = data.get("usage") or {}
             result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             result.completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -217,6 +221,7 @@ class Runner:
                         "latency_s": result.latency_s,
                         "prompt_tokens": result.prompt_tokens,
                         "completion_tokens": result.completion_tokens,
+                        "cost_usd": result.cost_usd,
                     }
                 )
             )
@@ -227,6 +232,7 @@ def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
     result.latency_s = stored["latency_s"]
     result.prompt_tokens = stored["prompt_tokens"]
     result.completion_tokens = stored["completion_tokens"]
+    result.cost_usd = stored.get("cost_usd")
 
 
 def _safe_score(scorer: Scorer, output: str, item: EvalItem) -> float:

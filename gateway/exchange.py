@@ -54,12 +54,22 @@ class Exchange:
     error_code: str | None = None
     cache: str | None = None
     caller: str = "anonymous"
+    costs: dict[str, float] = field(default_factory=dict)
     on_done: list[Callable[[Exchange], None]] = field(default_factory=list)
 
     @property
     def final_status(self) -> int:
         """The status that describes the outcome: a stream that failed after its 200 counts as failed."""
         return self.outcome if self.outcome is not None else self.status
+
+    def add_cost(self, model: str, usd: float | None) -> None:
+        """Spend on ``model`` (a bounded label), counted as ``prefit_cost_usd_total`` at the end."""
+        if usd:
+            self.costs[model] = self.costs.get(model, 0.0) + usd
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(self.costs.values())
 
     def add_usage(self, usage: object) -> None:
         if isinstance(usage, dict):
@@ -146,6 +156,8 @@ class ExchangeMiddleware:
             m.tokens.child(policy, variant, "completion").inc(exchange.completion_tokens)
         if exchange.injected_tokens:
             m.tokens.child(policy, variant, "injected").inc(exchange.injected_tokens)
+        for model, usd in exchange.costs.items():
+            m.cost.child(policy, variant, model).inc(usd)
 
 
 def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
@@ -171,6 +183,8 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
         fields["ttft_ms"] = round((exchange.first_token_at - exchange.start) * 1000, 3)
     if exchange.cache:
         fields["cache"] = exchange.cache
+    if exchange.costs:
+        fields["cost_usd"] = round(exchange.cost_usd, 8)
     if exchange.error_code:
         fields["error"] = exchange.error_code
     return fields

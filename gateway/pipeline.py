@@ -23,7 +23,16 @@ from middleware.prompt import PromptLayer
 from middleware.reasoning import ReasoningLayer
 from middleware.retrieval import RetrievalLayer
 
-__all__ = ["LAYER_TYPES", "OpenStream", "Pipeline", "SendWhole", "replay_as_chunks", "without_streaming"]
+__all__ = [
+    "LAYER_TYPES",
+    "OpenStream",
+    "Pipeline",
+    "SendWhole",
+    "ask_for_usage",
+    "replay_as_chunks",
+    "strip_usage",
+    "without_streaming",
+]
 
 SendWhole = Callable[[ChatRequest], Awaitable[ChatCompletion]]
 OpenStream = Callable[[ChatRequest], Awaitable[AsyncIterator[ChatChunk]]]
@@ -48,6 +57,31 @@ def without_streaming(body: ChatRequest) -> ChatRequest:
     copy.stream_options = None
     copy.__pydantic_fields_set__.difference_update({"stream", "stream_options"})
     return copy
+
+
+def ask_for_usage(body: ChatRequest) -> tuple[ChatRequest, bool]:
+    """A streaming body that asks for the usage chunk (spend is counted from it), and whether the
+    client did not ask for it itself, in which case the gateway strips it again."""
+    if (body.stream_options or {}).get("include_usage"):
+        return body, False
+    copy = body.model_copy()
+    copy.stream_options = {**(body.stream_options or {}), "include_usage": True}
+    return copy, True
+
+
+async def strip_usage(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
+    """Chunks as a client that did not ask for usage expects them: no usage chunk, no usage field."""
+    try:
+        async for chunk in chunks:
+            if "usage" in chunk:
+                if not chunk.get("choices"):
+                    continue
+                chunk = {key: value for key, value in chunk.items() if key != "usage"}
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def replay_as_chunks(reply: ChatCompletion, include_usage: bool) -> AsyncIterator[ChatChunk]:

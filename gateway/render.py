@@ -14,6 +14,7 @@ import orjson
 
 from gateway.chain import Chain, Placeholder, StepOutput
 from gateway.config import LoadedPolicy, LoadedVariant
+from gateway.pipeline import ask_for_usage
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import Call
 from middleware.few_shot import InjectedExamples
@@ -67,13 +68,14 @@ async def render_request(
 ) -> dict[str, Any]:
     """The upstream body for ``chat`` and what chose it; nothing is sent. Raises ``PrefitError``."""
     if policy is None or variant is None:
+        body = ask_for_usage(chat)[0] if chat.stream else chat
         return {
             "policy": "passthrough",
             "variant": None,
             "prompt_version": None,
             "prompt_hash": None,
             "upstream": upstream,
-            "body": orjson.loads(dump_body(chat)),
+            "body": orjson.loads(dump_body(body)),
         }
     result: dict[str, Any] = {
         "policy": policy.name,
@@ -90,7 +92,10 @@ async def render_request(
     call = Call(request_id=request_id, body=chat, stream=bool(chat.stream), upstream=upstream)
     call.policy, call.variant, call.prompt_version = policy.name, variant.name, variant.prompt_version
     await variant.pipeline.prepare(call)
-    result["body"] = orjson.loads(dump_body(variant.pipeline.upstream_body(call)))
+    body = variant.pipeline.upstream_body(call)
+    if body.stream:
+        body, _ = ask_for_usage(body)
+    result["body"] = orjson.loads(dump_body(body))
     if RetrievedContext in call.notes:
         result["context"] = list(call.notes[RetrievedContext])
     if InjectedExamples in call.notes:

@@ -292,6 +292,7 @@ def _dispatch(
         cache_spec=spec.cache if spec is not None else None,
         cache_control=request.headers.get("cache-control"),
         label_model=spec is not None,
+        prices=snapshot.config.settings.prices,
     )
 
 
@@ -397,6 +398,8 @@ async def chat_completions(request: Request) -> Response:
     result = await _answer(request, runtime, snapshot, route, chat, exchange, stream, response_headers)
     headers = _reply_headers(exchange, response_headers)
     if isinstance(result, dict):
+        if exchange.costs:
+            headers["x-prefit-cost-usd"] = f"{exchange.cost_usd:.8f}"
         return Response(orjson.dumps(result), headers=headers, media_type=_JSON)
     return EventStreamResponse(_sse_events(result, exchange), headers=headers)
 
