@@ -16,10 +16,10 @@ from pydantic import BaseModel
 
 from gateway.cache import NO_CACHE, ResponseCache
 from gateway.exchange import Exchange
-from gateway.policy import CacheSpec
-from gateway.resilience import Resilience, Target
 from gateway.pipeline import ask_for_usage, strip_usage
+from gateway.policy import CacheSpec
 from gateway.pricing import cost_usd
+from gateway.resilience import Resilience, Target
 from gateway.settings import Price
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import close_stream
