@@ -9,8 +9,12 @@ ratios, and compares them with the targets: at most 0.5 ms added p50 at concurre
 3,000 req/s at concurrency 32 through Prefit on one core.
 
     .venv/bin/python benchmarks/proxy_bench.py [--duration 10] [--warmup 2] [--concurrency 1,32]
-        [--repeat N] [--loadgen auto|wrk|python] [--rev GIT_REV] [--no-access-log]
-        [--profile DIR] [--json out.json] [--check]
+        [--repeat N] [--loadgen auto|wrk|python] [--rev GIT_REV | --source DIR] [--no-access-log]
+        [--cache] [--profile DIR] [--json out.json] [--check]
+
+Each run also records the gateway's CPU time (user and system) and how much of its core other
+processes used meanwhile, since a shared machine otherwise makes the figures look worse than the
+gateway is. ``benchmarks/RESULTS.md`` holds measured figures and profiling findings.
 
 wrk (Debian package ``wrk``) is the load generator when installed, else an aiohttp client in this
 process; either runs on the load core beside the upstream. Only 127.0.0.1 is used; every run is
