@@ -17,7 +17,7 @@ from gateway.metrics import Metrics
 from gateway.policy import CacheSpec
 from gateway.settings import CacheSettings
 from gateway.state import StateBackend, StateUnavailable
-from gateway.wire import ChatRequest
+from gateway.wire import ChatRequest, get_param
 
 __all__ = ["CacheUse", "ResponseCache"]
 
@@ -42,7 +42,7 @@ NO_CACHE = CacheUse(False, False, 0.0)
 
 
 def _deterministic(body: ChatRequest) -> bool:
-    return getattr(body, "temperature", None) == 0
+    return bool(get_param(body, "temperature") == 0)
 
 
 class ResponseCache:

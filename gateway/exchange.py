@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.access_log import AccessLog
 from gateway.errors import PrefitError
 from gateway.metrics import Metrics
 
 __all__ = ["Exchange", "ExchangeMiddleware", "exchange_of"]
 
-access_log = logging.getLogger("prefit.access")
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _COUNTED_PREFIX = "/v1/"
@@ -95,10 +95,10 @@ def _request_id(scope: Scope) -> str:
 
 
 class ExchangeMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log_enabled: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.access_log_enabled = access_log_enabled
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,8 +138,8 @@ class ExchangeMiddleware:
                 log.exception("request completion hook failed")
         if exchange.path.startswith(_COUNTED_PREFIX):
             self._count(exchange, elapsed)
-        if self.access_log_enabled:
-            access_log.info("request", extra={"fields": _access_fields(exchange, elapsed)})
+        if self.access_log is not None:
+            self.access_log.write(_access_fields(exchange, elapsed))
 
     def _count(self, exchange: Exchange, elapsed: float) -> None:
         m = self.metrics

@@ -36,6 +36,15 @@ class RateLimiter:
             scopes.append((f"policy:{policy}", policy_limits))
         return scopes
 
+    def applies(self, policy_limits: RateLimitSpec | None) -> bool:
+        """Whether any limit concerns this request; when none does, nothing is counted at all."""
+        key = self.settings.per_key
+        if key.requests_per_minute is not None or key.tokens_per_minute is not None:
+            return True
+        return policy_limits is not None and (
+            policy_limits.requests_per_minute is not None or policy_limits.tokens_per_minute is not None
+        )
+
     async def admit(self, caller: str, policy: str, policy_limits: RateLimitSpec | None) -> None:
         """Count this request, or refuse it. Raises ``RateLimited`` (429) or ``ServiceUnavailable`` (503)."""
         try:

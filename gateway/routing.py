@@ -31,7 +31,7 @@ from gateway.resilience import Target
 from gateway.runtime import Runtime, Snapshot
 from gateway.sse import EventStreamResponse, HangupAwareResponse
 from gateway.upstream import Upstream
-from gateway.wire import ChatRequest, parse_chat_request, parse_model_request
+from gateway.wire import ChatRequest, get_param, parse_chat_request, parse_model_request
 from middleware.base import Call, close_stream
 
 __all__ = [
@@ -264,8 +264,10 @@ def _caller(request: Request, snapshot: Snapshot) -> str:
 
 async def _admit(request: Request, snapshot: Snapshot, route: _Route, exchange: Exchange) -> None:
     """Apply rate limits now and count the tokens once the answer is in. Raises ``RateLimited``."""
-    caller = _caller(request, snapshot)
     limits = route.variant.spec.rate_limit if route.variant is not None else None
+    if not snapshot.limiter.applies(limits):
+        return
+    caller = _caller(request, snapshot)
     await snapshot.limiter.admit(caller, exchange.policy, limits)
     limiter = snapshot.limiter
 
@@ -432,7 +434,7 @@ async def _model_call(request: Request, path: str, *, apply_params: bool) -> Res
         body.model = route.variant.upstream_model
         if apply_params:
             for name, value in spec.params.items():
-                if getattr(body, name, None) is None:
+                if get_param(body, name) is None:
                     setattr(body, name, value)
             for name, value in spec.force.items():
                 setattr(body, name, value)
@@ -511,7 +513,8 @@ async def passthrough(request: Request) -> Response:
     if request.method in _FORWARDED_METHODS_WITH_BODY:
         body = await read_body(request, config.settings.max_body_bytes)
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
-    await snapshot.limiter.admit(_caller(request, snapshot), exchange.policy, None)
+    if snapshot.limiter.applies(None):
+        await snapshot.limiter.admit(_caller(request, snapshot), exchange.policy, None)
     reply = await snapshot.upstreams[default].forward(
         request.method,
         request.url.path.removeprefix("/v1"),

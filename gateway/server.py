@@ -12,8 +12,10 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from gateway import routing
+from gateway.access_log import AccessLog
 from gateway.auth import AuthMiddleware
 from gateway.config import Config
+from gateway.console import Console
 from gateway.exchange import ExchangeMiddleware
 from gateway.metrics import Metrics
 from gateway.reload import Reloader
@@ -32,6 +34,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     """
     metrics = metrics or Metrics()
     runtime = Runtime(config, metrics)
+    access_log = AccessLog() if config.settings.access_log else None
     reloader = Reloader(runtime, settings_file)
 
     @contextlib.asynccontextmanager
@@ -44,6 +47,8 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
         finally:
             await reloader.stop()
             await runtime.close()
+            if access_log is not None:
+                access_log.flush()
 
     routes = [
         Route("/v1/chat/completions", routing.chat_completions, methods=["POST"]),
@@ -55,9 +60,10 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
         Route("/healthz", routing.healthz, methods=["GET"]),
         Route("/readyz", routing.readyz, methods=["GET"]),
         Route("/metrics", routing.metrics_endpoint, methods=["GET"]),
+        *Console(runtime).routes,
     ]
     middleware = [
-        Middleware(ExchangeMiddleware, metrics=metrics, access_log_enabled=config.settings.access_log),
+        Middleware(ExchangeMiddleware, metrics=metrics, access_log=access_log),
         Middleware(AuthMiddleware, keyrings=runtime.keyrings),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

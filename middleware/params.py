@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from gateway.policy import PolicySpec
+from gateway.wire import get_param
 from middleware.base import BuildContext, Call, PassThrough
 
 __all__ = ["ParamsLayer"]
@@ -35,7 +36,7 @@ class ParamsLayer(PassThrough):
         body = call.body
         body.model = self.upstream_model
         for name, value in self.defaults:
-            if getattr(body, name, None) is None:
+            if get_param(body, name) is None:
                 setattr(body, name, value)
         for name, value in self.forced:
             setattr(body, name, value)
@@ -46,9 +47,9 @@ class ParamsLayer(PassThrough):
         cap = self.max_tokens_cap
         assert cap is not None
         body = call.body
-        present = [name for name in _TOKEN_LIMITS if getattr(body, name, None) is not None]
+        present = [name for name in _TOKEN_LIMITS if get_param(body, name) is not None]
         for name in present:
-            value = getattr(body, name)
+            value = get_param(body, name)
             if isinstance(value, int) and value > cap:
                 setattr(body, name, cap)
         if not present:
