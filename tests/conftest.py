@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,6 +97,23 @@ class GatewayProcess:
                 self.process.kill()
                 self.process.wait(5)
         self._reader.join(5)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll a condition under a generous guard: for effects with no event to wait on (a reload, an
+    expiry). Speed is measured in benchmarks/, never asserted here."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for an upstream that must be unreachable)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def write_files(root: Path, files: dict[str, str]) -> None:

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -42,7 +41,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, free_port, wait_for
 from tests.fakes.upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,21 +96,6 @@ def _k8s(kind: str, name: str = "prefit") -> dict[str, Any]:
 
 def _prefit_check(config: Path, env: dict[str, str]) -> str:
     return _run([sys.executable, "-m", "gateway", "check", "--config", str(config)], env={**os.environ, **env})
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _sha256_key(key: str) -> str:
@@ -712,7 +696,7 @@ def scraped(start_gateway: Callable[..., GatewayProcess], fake_upstream: FakeUps
         assert response.status_code == 200
         assert "[DONE]" in "".join(response.iter_text())
     (gateway.workdir / "policies" / "extra.yaml").write_text("upstream_model: gpt-4o-mini\n")
-    _wait_for(lambda: 'prefit_config_reloads_total{result="success"}' in gateway.metrics(), "a reload")
+    wait_for(lambda: 'prefit_config_reloads_total{result="success"}' in gateway.metrics(), "a reload", timeout=20.0)
     client.close()
     return gateway.metrics()
 
@@ -965,15 +949,15 @@ def test_configmap_update_reaches_a_running_gateway(
         assert "prefit_requests_total" in gateway.metrics("metrics-secret")
 
         config.write(settings("key-old", "key-new"))  # step 1: both keys
-        _wait_for(lambda: status("key-new") == 200, "the new key to be accepted")
+        wait_for(lambda: status("key-new") == 200, "the new key to be accepted", timeout=20.0)
         assert status("key-old") == 200
 
         policies.write({"alpha.yaml": "upstream_model: gpt-4o-mini\n", "beta.yaml": "upstream_model: gpt-4o\n"})
-        _wait_for(lambda: "beta" in models(), "the new policy")
+        wait_for(lambda: "beta" in models(), "the new policy", timeout=20.0)
         assert "alpha" in models()
 
         config.write(settings("key-new"))  # step 3: the old key goes
-        _wait_for(lambda: status("key-old") == 401, "the old key to be refused")
+        wait_for(lambda: status("key-old") == 401, "the old key to be refused", timeout=20.0)
         assert status("key-new") == 200
         reloads = _families(gateway.metrics("metrics-secret"))["prefit_config_reloads"].samples
         assert sum(s.value for s in reloads if s.labels == {"result": "success"}) >= 3
@@ -997,7 +981,7 @@ def load_balanced(
     conf = _nginx_conf()
     for name, gateway in zip(sorted(_gateway_services()), gateways, strict=True):
         conf = conf.replace(f"server {name}:8080", f"server 127.0.0.1:{gateway.port}")
-    port = _free_port()
+    port = free_port()
     conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
     (tmp_path / "prefit.conf").write_text(conf)
     temp = {name: tmp_path / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -1038,7 +1022,7 @@ def load_balanced(
             except httpx.TransportError:
                 return False
 
-        _wait_for(listening, "nginx to listen")
+        wait_for(listening, "nginx to listen", timeout=20.0)
         yield f"http://127.0.0.1:{port}", gateways
     finally:
         process.terminate()

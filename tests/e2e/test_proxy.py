@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, GatewayProcess
+from tests.conftest import UPSTREAM_KEY, GatewayProcess, free_port
 from tests.fakes.upstream import FakeUpstream
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,7 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
               fake: {{base_url: {fake_upstream.base_url}, api_key: ${{FAKE_KEY:-{UPSTREAM_KEY}}}, timeout_s: 10,
                       headers: {{x-org: acme}}}}
               tight: {{base_url: {fake_upstream.base_url}, api_key: {UPSTREAM_KEY}, timeout_s: 1}}
-              dead: {{base_url: "http://127.0.0.1:{_free_port()}/v1", api_key: {UPSTREAM_KEY}, connect_timeout_s: 2}}
+              dead: {{base_url: "http://127.0.0.1:{free_port()}/v1", api_key: {UPSTREAM_KEY}, connect_timeout_s: 2}}
             default_upstream: fake
             max_body_bytes: 20000
             cache: {{enabled: false}}

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, wait_for
 from tests.fakes.upstream import FakeUpstream
 
 POLICY = "upstream_model: fake-hold\nprompt: {{version: {version}, system: Prompt {version}.}}\n"
@@ -19,15 +17,6 @@ POLICY = "upstream_model: fake-hold\nprompt: {{version: {version}, system: Promp
 def _render(gateway: GatewayProcess, **headers: str) -> httpx.Response:
     body = {"model": "live", "messages": [{"role": "user", "content": "x"}]}
     return httpx.post(gateway.url + "/v1/render", json=body, headers=headers, timeout=10)
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll a condition with a generous guard; reload speed is measured elsewhere, not asserted here."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _version(gateway: GatewayProcess) -> str | None:
@@ -56,7 +45,7 @@ def test_file_change_swaps_policies_while_in_flight_requests_finish(
         assert next(lines).startswith("data: ")
         assert upstream.hold_started.wait(10)
         policy.write_text(POLICY.format(version="v2"))
-        _wait_for(lambda: _version(gateway) == "v2", "the v2 policy to be served")
+        wait_for(lambda: _version(gateway) == "v2", "the v2 policy to be served")
         upstream.release()
         rest = [line for line in lines if line]
     assert rest[-1] == "data: [DONE]"
@@ -68,7 +57,7 @@ def test_file_change_swaps_policies_while_in_flight_requests_finish(
 def test_invalid_change_keeps_the_last_good_set(gateway: GatewayProcess) -> None:
     policy = gateway.workdir / "policies" / "live.yaml"
     policy.write_text("upstream_model: fake-hold\nprompt: {version: v2, system: 'broken {{'}\n")
-    _wait_for(lambda: not httpx.get(gateway.url + "/readyz").json()["last_reload"]["ok"], "the failed reload")
+    wait_for(lambda: not httpx.get(gateway.url + "/readyz").json()["last_reload"]["ok"], "the failed reload")
     ready = httpx.get(gateway.url + "/readyz")
     assert ready.status_code == 200
     errors = ready.json()["last_reload"]["errors"]
@@ -77,14 +66,14 @@ def test_invalid_change_keeps_the_last_good_set(gateway: GatewayProcess) -> None
     assert 'prefit_config_reloads_total{result="error"}' in gateway.metrics()
     assert "reload rejected: policies/live.yaml:2:31" in gateway.log
     policy.write_text(POLICY.format(version="v3"))
-    _wait_for(lambda: _version(gateway) == "v3", "recovery after a fixed file")
+    wait_for(lambda: _version(gateway) == "v3", "recovery after a fixed file")
     assert httpx.get(gateway.url + "/readyz").json()["last_reload"]["ok"]
 
 
 def test_settings_change_applies_new_keys(gateway: GatewayProcess, fake_upstream: FakeUpstream) -> None:
     settings = gateway.workdir / "prefit.yaml"
     settings.write_text(settings.read_text() + "keys: [fresh-key]\n")
-    _wait_for(lambda: _render(gateway).status_code == 401, "the new keys to apply")
+    wait_for(lambda: _render(gateway).status_code == 401, "the new keys to apply")
     assert _render(gateway, Authorization="Bearer fresh-key").status_code == 200
 
 
@@ -99,4 +88,4 @@ def test_sighup_reloads_without_a_watcher(start_gateway, fake_upstream: FakeUpst
     Path(gateway.workdir / "policies" / "live.yaml").write_text(POLICY.format(version="v2"))
     assert _version(gateway) == "v1"
     gateway.process.send_signal(signal.SIGHUP)
-    _wait_for(lambda: _version(gateway) == "v2", "the SIGHUP reload")
+    wait_for(lambda: _version(gateway) == "v2", "the SIGHUP reload")

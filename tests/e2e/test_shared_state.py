@@ -5,27 +5,18 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, free_port, wait_for
 from tests.fakes.upstream import FakeUpstream
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 USER = [{"role": "user", "content": "what is the refund window?"}]
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _settings(upstream: FakeUpstream, redis_url: str, prefix: str, extra: str = "") -> str:
@@ -84,7 +75,7 @@ def test_cache_bypass_nondeterministic_and_expiry(
     assert _cache_header(gateway, "faq", extra_headers={"Cache-Control": "no-cache"}) == "bypass"
     assert _cache_header(gateway, "creative") is None
     assert _cache_header(gateway, "short-lived") == "miss"
-    _wait_for(lambda: _cache_header(gateway, "short-lived") == "miss", "the entry to expire")
+    wait_for(lambda: _cache_header(gateway, "short-lived") == "miss", "the entry to expire")
 
 
 def test_streamed_answer_is_replayed_from_the_cache(
@@ -129,7 +120,7 @@ def test_token_limit_per_key(start_gateway, fake_upstream: FakeUpstream, prefix:
             return True
         return False
 
-    _wait_for(refused, "the token budget to be exhausted")
+    wait_for(refused, "the token budget to be exhausted")
     beta = openai.OpenAI(base_url=gateway.url + "/v1", api_key="beta", max_retries=0)
     assert beta.chat.completions.create(model="faq", messages=USER).choices
 
@@ -137,15 +128,9 @@ def test_token_limit_per_key(start_gateway, fake_upstream: FakeUpstream, prefix:
 # -- a private Redis that dies mid-run --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PrivateRedis:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -166,7 +151,7 @@ class PrivateRedis:
             except OSError:
                 return False
 
-        _wait_for(answers, "redis-server to listen")
+        wait_for(answers, "redis-server to listen")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -216,4 +201,4 @@ def test_gateway_keeps_serving_when_redis_dies(
         except openai.APIStatusError:
             return False
 
-    _wait_for(cached_again, "the gateway to reconnect and cache through Redis again")
+    wait_for(cached_again, "the gateway to reconnect and cache through Redis again")
