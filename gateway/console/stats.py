@@ -11,6 +11,7 @@ Prometheus' ``histogram_quantile`` does.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
@@ -143,8 +144,7 @@ class StatsRing:
             buckets = _minus(latest.buckets.get(pair, {}), base.buckets.get(pair, {}))
             cost = latest.cost.get(pair, 0.0) - base.cost.get(pair, 0.0) if latest.has_cost else None
             series = [
-                b.requests.get(pair, 0.0) - a.requests.get(pair, 0.0)
-                for a, b in zip(series_samples, series_samples[1:], strict=False)
+                b.requests.get(pair, 0.0) - a.requests.get(pair, 0.0) for a, b in itertools.pairwise(series_samples)
             ]
             rows.append(
                 Row(

@@ -1,0 +1,184 @@
+"""Saved ``prefit eval --save`` runs: find them, read them, shape them for the pages.
+
+Runs are JSON files named ``<policy>-<UTC stamp>.json`` in the settings' ``eval_runs_dir``
+(relative to the settings file's directory). A file that is not a readable run is listed as
+broken, never fatal. Blocking reads: call these from a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.config import Config
+from gateway.console.charts import IntervalRow
+
+__all__ = ["RunSummary", "RunView", "VariantRow", "list_runs", "load_run", "runs_dir"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.json$")
+_MAX_LISTED = 200
+_MAX_FAILED_ITEMS = 50
+
+
+def runs_dir(config: Config) -> Path:
+    folder = Path(config.settings.eval_runs_dir)
+    return folder if folder.is_absolute() else config.base_dir / folder
+
+
+@dataclass(slots=True)
+class RunSummary:
+    name: str
+    policy: str
+    saved_at: float | None
+    passed: bool | None
+    variants: list[str]
+    dataset: str
+    broken: bool = False
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("variants"), dict) else None
+
+
+def list_runs(folder: Path) -> list[RunSummary]:
+    """The newest runs first (by file time), at most a fixed number."""
+    try:
+        files = [p for p in folder.iterdir() if p.is_file() and _NAME.match(p.name)]
+    except OSError:
+        return []
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    out = []
+    for path in files[:_MAX_LISTED]:
+        data = _read(path)
+        if data is None:
+            out.append(RunSummary(path.name, "?", None, None, [], "", broken=True))
+            continue
+        saved = data.get("saved_at")
+        out.append(
+            RunSummary(
+                path.name,
+                str(data.get("policy", "?")),
+                float(saved) if isinstance(saved, int | float) else path.stat().st_mtime,
+                data.get("passed") if isinstance(data.get("passed"), bool) else None,
+                [str(v) for v in data["variants"]],
+                str(data.get("dataset", "")),
+            )
+        )
+    return out
+
+
+def _num(value: object, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+@dataclass(slots=True)
+class VariantRow:
+    name: str
+    n: int
+    primary: float
+    low: float
+    high: float
+    scores: dict[str, float]
+    p50_s: float
+    p95_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    errors: int
+    cached: int
+    cost_usd: float | None
+    failed_items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cost_per_item(self) -> float | None:
+        return self.cost_usd / self.n if self.cost_usd is not None and self.n else None
+
+
+@dataclass(slots=True)
+class RunView:
+    name: str
+    policy: str
+    dataset: str
+    saved_at: float | None
+    passed: bool | None
+    metrics: list[str]
+    variants: list[VariantRow]
+    comparisons: list[dict[str, Any]]
+    gate_failures: list[str]
+    has_cost: bool
+
+    @property
+    def chart_rows(self) -> list[IntervalRow]:
+        return [IntervalRow(v.name, v.primary, v.low, v.high) for v in self.variants]
+
+
+def _variant(name: str, data: dict[str, Any], metrics: list[str]) -> VariantRow:
+    scores_raw = data.get("scores")
+    scores = {str(k): _num(v) for k, v in scores_raw.items()} if isinstance(scores_raw, dict) else {}
+    interval = data.get("interval")
+    low, high = (
+        (_num(interval[0]), _num(interval[1], 1.0)) if isinstance(interval, list) and len(interval) == 2 else (0.0, 1.0)
+    )
+    primary = metrics[0] if metrics else ""
+    cost = data.get("cost_usd")
+    items_raw = data.get("items")
+    items: list[Any] = items_raw if isinstance(items_raw, list) else []
+    failed = [
+        item
+        for item in items
+        if isinstance(item, dict) and (item.get("error") or _num((item.get("scores") or {}).get(primary), 1.0) < 0.5)
+    ]
+    return VariantRow(
+        name=name,
+        n=int(_num(data.get("n"))),
+        primary=scores.get(primary, 0.0),
+        low=low,
+        high=high,
+        scores=scores,
+        p50_s=_num(data.get("p50_s")),
+        p95_s=_num(data.get("p95_s")),
+        prompt_tokens=int(_num(data.get("prompt_tokens"))),
+        completion_tokens=int(_num(data.get("completion_tokens"))),
+        errors=int(_num(data.get("errors"))),
+        cached=int(_num(data.get("cached"))),
+        cost_usd=_num(cost) if isinstance(cost, int | float) else None,
+        failed_items=failed[:_MAX_FAILED_ITEMS],
+    )
+
+
+def load_run(folder: Path, name: str) -> RunView | None:
+    """One run by file name; None when the name is not a run file here or it cannot be read."""
+    if not _NAME.match(name):
+        return None
+    data = _read(folder / name)
+    if data is None:
+        return None
+    variants_raw: dict[str, Any] = data["variants"]
+    metrics: list[str] = []
+    for value in variants_raw.values():
+        if isinstance(value, dict) and isinstance(value.get("scores"), dict):
+            metrics = [str(m) for m in value["scores"]]
+            break
+    variants = [_variant(str(k), v, metrics) for k, v in variants_raw.items() if isinstance(v, dict)]
+    comparisons = [c for c in data.get("comparisons") or [] if isinstance(c, dict)]
+    failures = [str(f) for f in data.get("gate_failures") or []]
+    saved = data.get("saved_at")
+    return RunView(
+        name=name,
+        policy=str(data.get("policy", "?")),
+        dataset=str(data.get("dataset", "")),
+        saved_at=float(saved) if isinstance(saved, int | float) else None,
+        passed=data.get("passed") if isinstance(data.get("passed"), bool) else None,
+        metrics=metrics,
+        variants=variants,
+        comparisons=comparisons,
+        gate_failures=failures,
+        has_cost=any(v.cost_usd is not None for v in variants),
+    )
