@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from playwright import sync_api
 
 from tests.conftest import GatewayProcess
 from tests.console.helpers import ADMIN_KEY, RUN_NAME, console_files
 from tests.fakes.upstream import FakeUpstream
 
-sync_api = pytest.importorskip("playwright.sync_api")
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
@@ -36,7 +36,11 @@ ARGS = [
 ]
 KEPT = Path(__file__).resolve().parents[2] / ".prefit" / "console-screenshots"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package (/usr/bin/chromium)")
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_installed() -> None:
+    """A missing browser fails the run (scripts/test installs Debian's chromium): no silent skip."""
+    assert CHROMIUM.exists(), "needs Debian's chromium package (/usr/bin/chromium): apt-get install chromium"
 
 
 @pytest.fixture(scope="module")
