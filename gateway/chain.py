@@ -124,9 +124,15 @@ class _Run:
 class Chain:
     """The compiled steps of one chain policy; shared by all its requests."""
 
-    def __init__(self, policy: str, steps: tuple[ChainStep, ...]) -> None:
+    def __init__(self, policy: str, steps: tuple[ChainStep, ...], metadata_keys: tuple[str, ...] = ()) -> None:
         self.policy = policy
         self.steps = steps
+        self.metadata_keys = metadata_keys
+
+    def _metadata(self, original: ChatRequest) -> dict[str, str]:
+        """Only the whitelisted request metadata (the chain policy's ``prompt.metadata``), capped."""
+        given = original.metadata or {}
+        return {k: v[:512] if isinstance(v, str) else "" for k in self.metadata_keys for v in [given.get(k)]}
 
     def step_body(self, step: ChainStep, original: ChatRequest, outputs: Mapping[str, StepOutput]) -> ChatRequest:
         """The request a step sends: the original conversation, or its rendered input as one user turn."""
@@ -136,7 +142,7 @@ class Chain:
         else:
             try:
                 text = step.template.render(
-                    input=last_user_text(original.messages), steps=dict(outputs), metadata=original.metadata or {}
+                    input=last_user_text(original.messages), steps=dict(outputs), metadata=self._metadata(original)
                 )
             except jinja2.TemplateError as exc:
                 raise OutputInvalid(

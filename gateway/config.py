@@ -333,7 +333,8 @@ class _PolicyLoader:
                 raise LayerError(("steps", index, "system"), error.message, file=error.file, line=error.line) from None
             return Pipeline(tuple(layers))
 
-        return Chain(policy_name, build_inline_steps(policy_name, spec.steps, inline_pipeline))
+        metadata_keys = tuple(spec.prompt.metadata) if spec.prompt else ()
+        return Chain(policy_name, build_inline_steps(policy_name, spec.steps, inline_pipeline), metadata_keys)
 
     def variant_spec(self, base: dict[str, Any], index: int, overrides: dict[str, Any]) -> PolicySpec | None:
         merged = _deep_merge(base, overrides)

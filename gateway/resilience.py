@@ -37,12 +37,14 @@ class Target:
 
 
 class Breaker:
-    """Per-upstream circuit breaker: open after N consecutive failures, one trial after a pause."""
+    """Per-upstream circuit breaker: open after N consecutive failures, one trial after a pause.
 
-    def __init__(self, name: str, failures: int, reset_s: float, metrics: Metrics) -> None:
+    Thresholds are read from the live settings, so a reload changes them for existing breakers.
+    """
+
+    def __init__(self, name: str, settings: Callable[[], ResilienceSettings], metrics: Metrics) -> None:
         self.name = name
-        self.threshold = failures
-        self.reset_s = reset_s
+        self._settings = settings
         self.metrics = metrics
         self.failures = 0
         self.opened_at: float | None = None
@@ -51,7 +53,7 @@ class Breaker:
     def allow(self) -> bool:
         if self.opened_at is None:
             return True
-        if time.monotonic() - self.opened_at >= self.reset_s and not self.trial:
+        if time.monotonic() - self.opened_at >= self._settings().breaker_reset_s and not self.trial:
             self.trial = True
             return True
         return False
@@ -63,9 +65,14 @@ class Breaker:
             self.opened_at = None
             self.metrics.circuit_open.child(self.name).set(0)
 
+    def abandoned(self) -> None:
+        """The caller gave up (a client hung up) mid-call: a trial in flight proves nothing either way,
+        so the next caller may try again rather than the circuit staying open for good."""
+        self.trial = False
+
     def failed(self) -> None:
         self.failures += 1
-        if self.trial or self.failures >= self.threshold:
+        if self.trial or self.failures >= self._settings().breaker_failures:
             self.trial = False
             self.opened_at = time.monotonic()
             self.metrics.circuit_open.child(self.name).set(1)
@@ -100,8 +107,7 @@ class Resilience:
     def breaker(self, name: str) -> Breaker:
         found = self.breakers.get(name)
         if found is None:
-            s = self.settings
-            found = self.breakers[name] = Breaker(name, s.breaker_failures, s.breaker_reset_s, self.metrics)
+            found = self.breakers[name] = Breaker(name, lambda: self.settings, self.metrics)
         return found
 
     def _wait(self, attempt: int, error: UpstreamError) -> float:
@@ -131,6 +137,9 @@ class Resilience:
                     break
                 try:
                     result = await attempt(target, left)
+                except asyncio.CancelledError:
+                    breaker.abandoned()
+                    raise
                 except UpstreamError as error:
                     last = error
                     if _counts_against_health(error):
@@ -147,6 +156,9 @@ class Resilience:
                     self.metrics.upstream_retries.child(target.upstream.name, error.reason).inc()
                     await asyncio.sleep(wait)
                     continue
+                except Exception:
+                    breaker.failed()
+                    raise
                 breaker.succeeded()
                 return target, result
         assert last is not None

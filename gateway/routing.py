@@ -22,7 +22,7 @@ from gateway.auth import bearer_token
 from gateway.chain import Chain, ChainStep
 from gateway.config import LoadedPolicy, LoadedVariant
 from gateway.dispatch import Dispatch
-from gateway.errors import BodyTooLarge, ModelNotFound, PermissionDenied, PrefitError, UpstreamStatus
+from gateway.errors import BodyTooLarge, InvalidRequest, ModelNotFound, PermissionDenied, PrefitError, UpstreamStatus
 from gateway.exchange import CLIENT_CLOSED, Exchange, exchange_of
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.pipeline import Pipeline
@@ -247,7 +247,7 @@ def _new_call(route: _Route, chat: ChatRequest, exchange: Exchange, runtime: Run
 
 def _note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
     """What the layers did, for metrics: injected text and the validation result."""
-    exchange.injected_tokens = math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
+    exchange.injected_tokens += math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
     if call.validation is not None:
         runtime.metrics.output_validation.child(call.policy, call.validation).inc()
     if call.retrieval_hits is not None:
@@ -509,6 +509,7 @@ async def passthrough(request: Request) -> Response:
     default = config.settings.default_upstream
     if default is None:
         raise ModelNotFound(f"No upstream serves {request.url.path} on this gateway.", code="not_found")
+    forwarded_path = _safe_forward_path(request)
     body = b""
     if request.method in _FORWARDED_METHODS_WITH_BODY:
         body = await read_body(request, config.settings.max_body_bytes)
@@ -517,7 +518,7 @@ async def passthrough(request: Request) -> Response:
         await snapshot.limiter.admit(_caller(request, snapshot), exchange.policy, None)
     reply = await snapshot.upstreams[default].forward(
         request.method,
-        request.url.path.removeprefix("/v1"),
+        forwarded_path,
         request.url.query,
         request.headers.items(),
         body,
@@ -530,6 +531,30 @@ async def passthrough(request: Request) -> Response:
     return response
 
 
+_OWN_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/render"})
+
+
+def _safe_forward_path(request: Request) -> str:
+    """The path to forward under the upstream's base URL. Raises ``ModelNotFound`` (404) for a path
+    that could leave that base (dot segments, encoded slashes) and ``InvalidRequest`` (405) for one
+    of the gateway's own endpoints called with another method or a trailing slash."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    raw_path = raw.split(b"?", 1)[0].decode("latin-1")
+    segments = request.url.path.split("/")
+    if "%2f" in raw_path.lower() or "%5c" in raw_path.lower() or any(s in (".", "..") for s in segments):
+        raise ModelNotFound(f"No upstream serves {raw_path} on this gateway.", code="not_found")
+    if request.url.path.rstrip("/") in _OWN_ENDPOINTS:
+        error = InvalidRequest(
+            f"{request.method} {request.url.path} is not supported; use POST without a trailing slash"
+            if request.url.path.rstrip("/") != "/v1/models"
+            else f"{request.method} {request.url.path} is not supported",
+            code="method_not_allowed",
+        )
+        error.status = 405
+        raise error
+    return request.url.path.removeprefix("/v1")
+
+
 async def _guarded(body: AsyncIterator[bytes], exchange: Exchange) -> AsyncIterator[bytes]:
     """A forwarded body that ends (and is counted as failed) if the upstream breaks off mid-way."""
     try:
@@ -538,6 +563,8 @@ async def _guarded(body: AsyncIterator[bytes], exchange: Exchange) -> AsyncItera
     except PrefitError as exc:
         exchange.outcome = exc.status
         exchange.error_code = exc.code
+        # Re-raised so the server drops the connection: the client sees a broken body, not a short one.
+        raise ConnectionAbortedError(exc.message) from exc
     except asyncio.CancelledError:
         exchange.outcome = CLIENT_CLOSED
         raise

@@ -79,6 +79,7 @@ class Runtime:
         self.started = False
         self.reload_status = ReloadStatus()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: list[tuple[Snapshot, bool, bool]] = []
 
     def _snapshot(self, config: Config, pool: UpstreamPool, catalog: ModelCatalog, state: StateBackend) -> Snapshot:
         settings = config.settings
@@ -145,12 +146,27 @@ class Runtime:
 
         task = asyncio.get_running_loop().create_task(close_later())
         self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        entry = (old, close_pool, close_state)
+        self._retired.append(entry)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._retiring.discard(finished)
+            if not finished.cancelled() and entry in self._retired:
+                self._retired.remove(entry)
+
+        task.add_done_callback(done)
 
     async def close(self) -> None:
         self.started = False
         for task in list(self._retiring):
             task.cancel()
+        for old, close_pool, close_state in self._retired:
+            if close_pool:
+                await old.catalog.close()
+                await old.upstreams.close()
+            if close_state:
+                await old.state.close()
+        self._retired.clear()
         await self.current.catalog.close()
         await self.current.upstreams.close()
         await self.current.state.close()

@@ -80,6 +80,7 @@ class MemoryState:
         self.max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._windows: dict[str, dict[int, int]] = {}
+        self._pruned_at = -1
 
     async def cache_get(self, key: str) -> bytes | None:
         found = self._cache.get(key)
@@ -99,10 +100,19 @@ class MemoryState:
             self._cache.popitem(last=False)
 
     def _counts(self, name: str, index: int) -> dict[int, int]:
+        if index != self._pruned_at:
+            self._prune(index)
         windows = self._windows.setdefault(name, {})
         for stale in [i for i in windows if i < index - 1]:
             del windows[stale]
         return windows
+
+    def _prune(self, index: int) -> None:
+        """Once per window, forget callers with no recent count: without keys every client address is
+        a caller, and their counters must not pile up."""
+        self._pruned_at = index
+        for name in [n for n, w in self._windows.items() if all(i < index - 1 for i in w)]:
+            del self._windows[name]
 
     async def hit(self, name: str, limit: int, cost: int) -> Decision:
         index, elapsed = window_of(time.time())

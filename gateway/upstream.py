@@ -58,6 +58,8 @@ _CLIENT_HEADERS_DROPPED = HOP_BY_HOP | {
 #: Upstream reply headers never returned: the body is re-framed and decompressed by the gateway.
 _REPLY_HEADERS_DROPPED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", "server", "date"}
 _SSE_DONE = b"[DONE]"
+#: Shorter header values (``acme``, ``2024-06-01``) are too common to be secrets worth redacting.
+_MIN_SECRET_LENGTH = 12
 
 
 @dataclass(slots=True)
@@ -111,6 +113,10 @@ class Upstream:
         self.base_url = settings.base_url
         self._metrics = metrics
         self._secret = settings.api_key.get_secret_value() if settings.api_key else None
+        #: Everything that may be a credential: the key and every configured header value (api-key style).
+        self._secrets = tuple(
+            s for s in (self._secret, *settings.headers.values()) if s and len(s) >= _MIN_SECRET_LENGTH
+        )
         self._auth_headers = dict(settings.headers)
         if self._secret:
             self._auth_headers["Authorization"] = f"Bearer {self._secret}"
@@ -142,9 +148,10 @@ class Upstream:
     # -- helpers -----------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        """Remove this upstream's key from text that may reach a client or a log."""
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, "[redacted]")
+        """Remove this upstream's key (and configured header values) from text a client or a log may see."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
         return text
 
     def _headers_for(self, request_id: str) -> dict[str, str]:
@@ -243,6 +250,9 @@ class Upstream:
                 first = await anext(events)
         except StopAsyncIteration:
             return _empty()
+        except TimeoutError as exc:
+            await close_stream(events)
+            raise self._translate(exc) from exc
         except BaseException:
             await close_stream(events)
             raise

@@ -336,3 +336,19 @@ def test_one_access_log_line_per_request_without_prompt_text(client: openai.Open
     assert line["status"] == 200 and line["policy"] == "support-bot" and line["model"] == "gpt-4o-mini"
     assert line["prompt_tokens"] > 0
     assert "private question" not in gateway.log
+
+
+@pytest.mark.parametrize("path", ["/v1/%2E%2E/%2E%2E/admin/secret", "/v1/files/%2e%2e/x", "/v1/a%2Fb"])
+def test_passthrough_cannot_leave_the_upstream_base(gateway: GatewayProcess, upstream: FakeUpstream, path: str) -> None:
+    reply = httpx.get(gateway.url + path)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "not_found"
+    assert not upstream.requests or all(r.path != "/admin/secret" for r in upstream.requests)
+
+
+def test_own_endpoints_with_another_method_are_405(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/chat/completions/")):
+        reply = httpx.request(method, gateway.url + path, json={"model": "x", "messages": []})
+        assert reply.status_code == 405
+        assert reply.json()["error"]["code"] == "method_not_allowed"
+    assert not [r for r in upstream.requests if r.path.startswith("/v1/chat")]

@@ -120,3 +120,11 @@ def test_open_circuit_skips_the_failing_upstream(
     text = gateway.metrics()
     assert 'prefit_circuit_open{upstream="faulty"} 1.0' in text
     assert 'prefit_upstream_errors_total{reason="circuit_open",upstream="faulty"}' in text
+
+
+def test_stream_whose_first_event_never_comes_is_a_504(client: openai.OpenAI, faulty_upstream: FaultyUpstream) -> None:
+    faulty_upstream.reset("stream-stall")
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="primary-only", messages=USER, stream=True)
+    assert caught.value.status_code == 504
+    assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]

@@ -47,7 +47,7 @@ def _chunk(content: str) -> bytes:
 
 
 class FaultyUpstream:
-    BEHAVIOURS = ("ok", "ok-stream", "reset", "silent", "drop-mid-stream", "500", "429")
+    BEHAVIOURS = ("ok", "ok-stream", "reset", "silent", "stream-stall", "drop-mid-stream", "500", "429")
 
     def __init__(self) -> None:
         self.script: deque[str] = deque()
@@ -115,6 +115,11 @@ class FaultyUpstream:
             writer.transport.abort()
             return False
         if behaviour == "silent":
+            await asyncio.sleep(3600)
+            return False
+        if behaviour == "stream-stall":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            await writer.drain()
             await asyncio.sleep(3600)
             return False
         if behaviour in ("500", "429"):
