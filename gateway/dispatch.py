@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel
 
 from gateway.cache import NO_CACHE, ResponseCache
+from gateway.errors import UpstreamTimeout
 from gateway.exchange import Exchange
 from gateway.pipeline import ask_for_usage, strip_usage
 from gateway.policy import CacheSpec
@@ -144,10 +145,15 @@ class Dispatch:
     async def _tee(
         self, chunks: AsyncIterator[dict[str, Any]], key: str | None, target: Target, body: BaseModel
     ) -> AsyncIterator[dict[str, Any]]:
-        """Pass chunks on, count their usage, and cache the whole list once the stream ended cleanly."""
+        """Pass chunks on, count their usage, and cache the whole list once the stream ended cleanly.
+
+        The read timeout bounds each silence; this bounds the whole stream by the request deadline.
+        """
         kept: list[dict[str, Any]] | None = [] if key is not None else None
         try:
             async for chunk in chunks:
+                if time.monotonic() > self.deadline:
+                    raise UpstreamTimeout("the request's deadline passed while the answer was streaming")
                 usage = chunk.get("usage")
                 if usage:
                     self._account(target, body, usage)

@@ -22,7 +22,15 @@ from gateway.auth import bearer_token
 from gateway.chain import Chain, ChainStep
 from gateway.config import LoadedPolicy, LoadedVariant
 from gateway.dispatch import Dispatch
-from gateway.errors import BodyTooLarge, InvalidRequest, ModelNotFound, PermissionDenied, PrefitError, UpstreamStatus
+from gateway.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    PrefitError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
 from gateway.exchange import CLIENT_CLOSED, Exchange, exchange_of
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.pipeline import Pipeline
@@ -524,7 +532,8 @@ async def passthrough(request: Request) -> Response:
         body,
         exchange.request_id,
     )
-    response = HangupAwareResponse(_guarded(reply.body, exchange), status_code=reply.status)
+    deadline = time.monotonic() + config.settings.resilience.request_deadline_s
+    response = HangupAwareResponse(_guarded(reply.body, exchange, deadline), status_code=reply.status)
     response.raw_headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1", "replace")) for name, value in reply.headers
     ] + [(b"x-prefit-upstream", default.encode()), (b"x-prefit-policy", b"passthrough")]
@@ -555,10 +564,13 @@ def _safe_forward_path(request: Request) -> str:
     return request.url.path.removeprefix("/v1")
 
 
-async def _guarded(body: AsyncIterator[bytes], exchange: Exchange) -> AsyncIterator[bytes]:
-    """A forwarded body that ends (and is counted as failed) if the upstream breaks off mid-way."""
+async def _guarded(body: AsyncIterator[bytes], exchange: Exchange, deadline: float) -> AsyncIterator[bytes]:
+    """A forwarded body that ends (and is counted as failed) if the upstream breaks off mid-way or the
+    request's deadline passes."""
     try:
         async for part in body:
+            if time.monotonic() > deadline:
+                raise UpstreamTimeout("the request's deadline passed while the body was streaming")
             yield part
     except PrefitError as exc:
         exchange.outcome = exc.status

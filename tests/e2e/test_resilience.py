@@ -128,3 +128,20 @@ def test_stream_whose_first_event_never_comes_is_a_504(client: openai.OpenAI, fa
         client.chat.completions.create(model="primary-only", messages=USER, stream=True)
     assert caught.value.status_code == 504
     assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
+
+
+def test_a_trickling_stream_ends_at_the_request_deadline(start_gateway, faulty_upstream: FaultyUpstream) -> None:  # type: ignore[no-untyped-def]
+    gateway = start_gateway(
+        {
+            "prefit.yaml": f"upstreams:\n  faulty: {{base_url: {faulty_upstream.base_url}, timeout_s: 5}}\n"
+            "default_upstream: faulty\ncache: {enabled: false}\nresilience: {request_deadline_s: 1.5}\n",
+        }
+    )
+    faulty_upstream.reset("trickle")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0, timeout=15)
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in client.chat.completions.create(model="m", messages=USER, stream=True):
+            received.append(chunk)
+    assert received, "chunks before the deadline reach the client"
+    assert "deadline" in caught.value.message

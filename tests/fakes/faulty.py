@@ -47,7 +47,7 @@ def _chunk(content: str) -> bytes:
 
 
 class FaultyUpstream:
-    BEHAVIOURS = ("ok", "ok-stream", "reset", "silent", "stream-stall", "drop-mid-stream", "500", "429")
+    BEHAVIOURS = ("ok", "ok-stream", "reset", "silent", "stream-stall", "trickle", "drop-mid-stream", "500", "429")
 
     def __init__(self) -> None:
         self.script: deque[str] = deque()
@@ -137,6 +137,14 @@ class FaultyUpstream:
             )
             await writer.drain()
             return True
+        if behaviour == "trickle":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(100):
+                part = _chunk("drip ")
+                writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            return False
         if behaviour in ("ok-stream", "drop-mid-stream"):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
             for part in (_chunk("faulty"), _chunk(" streams")):
