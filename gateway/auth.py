@@ -59,19 +59,26 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 class AuthMiddleware:
-    """Refuses ``/v1/*`` without a gateway key and ``/metrics`` without the metrics key, when set."""
+    """Refuses ``/v1/*`` without a gateway key and ``/metrics`` without the metrics key, when set.
 
-    def __init__(self, app: ASGIApp, keyrings: Callable[[], tuple[KeyRing, KeyRing]]) -> None:
+    An admin key also opens ``/v1/*``: admins pin variants there (``prefit eval --url``).
+    """
+
+    def __init__(self, app: ASGIApp, keyrings: Callable[[], tuple[KeyRing, KeyRing, KeyRing]]) -> None:
         self.app = app
         self.keyrings = keyrings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            gateway_keys, metrics_keys = self.keyrings()
+            gateway_keys, metrics_keys, admin_keys = self.keyrings()
             path: str = scope["path"]
-            ring = gateway_keys if path.startswith("/v1/") else metrics_keys if path == "/metrics" else None
-            if ring and not ring.allows(bearer_token(scope)):
-                await _refuse(send, path == "/metrics")
+            if path.startswith("/v1/") and gateway_keys:
+                token = bearer_token(scope)
+                if not (gateway_keys.allows(token) or (admin_keys and admin_keys.allows(token))):
+                    await _refuse(send, False)
+                    return
+            elif path == "/metrics" and metrics_keys and not metrics_keys.allows(bearer_token(scope)):
+                await _refuse(send, True)
                 return
         await self.app(scope, receive, send)
 

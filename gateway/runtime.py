@@ -102,9 +102,9 @@ class Runtime:
         default = config.settings.default_upstream
         return ModelCatalog(pool[default] if default else None, config.settings.models_cache_s)
 
-    def keyrings(self) -> tuple[KeyRing, KeyRing]:
+    def keyrings(self) -> tuple[KeyRing, KeyRing, KeyRing]:
         current = self.current
-        return current.gateway_keys, current.metrics_keys
+        return current.gateway_keys, current.metrics_keys, current.admin_keys
 
     async def start(self) -> None:
         await self.current.upstreams.start()

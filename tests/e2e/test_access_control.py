@@ -24,6 +24,7 @@ def locked(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # typ
             default_upstream: null
             keys: [team-key-1, "{HASHED}"]
             metrics_key: scrape-key
+            admin_keys: [admin-only-key]
             """,
             "policies/bot.yaml": "upstream: fake\nupstream_model: gpt-4o-mini\n",
         }
@@ -103,3 +104,19 @@ def test_bad_config_stops_serve_with_file_and_line(tmp_path) -> None:  # type: i
     )
     assert done.returncode == 1
     assert "prefit.yaml:2:40: upstreams.x.tmeout_s: unknown key" in done.stderr
+
+
+def test_an_admin_key_opens_the_api_and_may_pin_variants(locked: GatewayProcess, upstream: FakeUpstream) -> None:
+    reply = httpx.post(
+        locked.url + "/v1/chat/completions",
+        json={"model": "bot", "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": "Bearer admin-only-key", "x-prefit-variant": "default"},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-prefit-variant"] == "default"
+    refused = httpx.post(
+        locked.url + "/v1/chat/completions",
+        json={"model": "bot", "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": "Bearer team-key-1", "x-prefit-variant": "default"},
+    )
+    assert refused.status_code == 403
