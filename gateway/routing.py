@@ -422,6 +422,7 @@ async def render(request: Request) -> Response:
     exchange = exchange_of(request.scope)
     chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
     route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
+    await _admit(request, snapshot, route, exchange)  # render may embed and search: it counts as a request
     sticky = _sticky_value(route.policy, request, chat.user, chat.metadata) if route.policy else None
     rendered = await render_request(
         route.policy, route.variant, chat, exchange.request_id, exchange.upstream, snapshot.config.policies, sticky
