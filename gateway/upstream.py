@@ -130,6 +130,9 @@ class Upstream:
         s = self.settings
         connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=60, enable_cleanup_closed=True)
         timeout = aiohttp.ClientTimeout(total=None, connect=s.connect_timeout_s, sock_read=s.read_timeout)
+        # Whole answers are bounded by one asyncio deadline around the call; a per-read timer on top
+        # costs a timer handle per read for nothing.
+        self._whole_timeout = aiohttp.ClientTimeout(total=None, connect=s.connect_timeout_s, sock_read=None)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, read_bufsize=2**17, raise_for_status=False
         )
@@ -198,7 +201,7 @@ class Upstream:
         try:
             async with asyncio.timeout(self._deadline(timeout_s)):
                 async with self.session.post(
-                    self.base_url + path, data=body, headers=self._headers_for(request_id)
+                    self.base_url + path, data=body, headers=self._headers_for(request_id), timeout=self._whole_timeout
                 ) as response:
                     if response.status >= 400:
                         raise await self._status_error(response)
