@@ -162,8 +162,17 @@ class Dispatch:
                 yield chunk
         finally:
             await close_stream(chunks)
-        if key is not None and kept is not None and self.cache is not None:
+        if key is not None and kept is not None and self.cache is not None and _finished(kept):
             await self.cache.put(key, orjson.dumps(kept), self.cache_use.ttl_s)
+
+
+def _finished(chunks: list[dict[str, Any]]) -> bool:
+    """Whether a stream ran to its end (some choice finished): a stream cut short is never cached."""
+    return any(
+        isinstance(choice, dict) and choice.get("finish_reason")
+        for chunk in chunks
+        for choice in chunk.get("choices") or ()
+    )
 
 
 async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
