@@ -12,6 +12,7 @@ import ipaddress
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -313,65 +314,63 @@ def _reply_headers(exchange: Exchange, call_headers: dict[str, str]) -> dict[str
     return headers
 
 
+@dataclass(slots=True)
+class _Answering:
+    """What every step of one chat request shares: where it came from, what serves it, what it did."""
+
+    request: Request
+    runtime: Runtime
+    snapshot: Snapshot
+    exchange: Exchange
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
 async def _answer(
-    request: Request,
-    runtime: Runtime,
-    snapshot: Snapshot,
-    route: _Route,
-    body: ChatRequest,
-    exchange: Exchange,
-    stream: bool,
-    response_headers: dict[str, str],
+    ctx: _Answering, route: _Route, body: ChatRequest, stream: bool
 ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
     """One policy variant (or passthrough) answers ``body``: a chain runs its steps, anything else its layers."""
     if route.chain is not None:
-        return await _run_chain(request, runtime, snapshot, route, body, exchange, stream, response_headers)
-    call = _new_call(route, body, exchange, runtime)
+        return await _run_chain(ctx, route, body, stream)
+    call = _new_call(route, body, ctx.exchange, ctx.runtime)
     call.stream = stream
-    dispatch = _dispatch(request, runtime, snapshot, route, exchange, "/chat/completions")
+    dispatch = _dispatch(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions")
     try:
         if stream:
             return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
         return await route.pipeline.complete(call, dispatch.send)
     finally:
-        _note_call(call, exchange, runtime)
-        response_headers.update(call.response_headers)
+        _note_call(call, ctx.exchange, ctx.runtime)
+        ctx.response_headers.update(call.response_headers)
 
 
 async def _run_chain(
-    request: Request,
-    runtime: Runtime,
-    snapshot: Snapshot,
-    route: _Route,
-    body: ChatRequest,
-    exchange: Exchange,
-    stream: bool,
-    response_headers: dict[str, str],
+    ctx: _Answering, route: _Route, body: ChatRequest, stream: bool
 ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
     """Run a chain's steps, each through its own policy (or the chain's settings for an inline prompt)."""
     assert route.chain is not None and route.policy is not None
     chain, policy = route.chain, route.policy
-    sticky = _sticky_value(policy, request, body.user, body.metadata)
+    sticky = _sticky_value(policy, ctx.request, body.user, body.metadata)
 
     async def run_step(step: ChainStep, step_body: ChatRequest, streaming: bool) -> Any:
         if step.model is None:
             assert step.pipeline is not None
             step_route = _Route(policy, route.variant, route.upstream, step.pipeline)
         else:
-            callee = snapshot.config.policies[step.model]
+            callee = ctx.snapshot.config.policies[step.model]
             variant = callee.choose(sticky)
-            step_route = _Route(callee, variant, snapshot.upstreams[variant.upstream], variant.pipeline, variant.chain)
-        return await _answer(request, runtime, snapshot, step_route, step_body, exchange, streaming, response_headers)
+            upstream = ctx.snapshot.upstreams[variant.upstream]
+            step_route = _Route(callee, variant, upstream, variant.pipeline, variant.chain)
+        return await _answer(ctx, step_route, step_body, streaming)
 
     def observe(step: str, seconds: float) -> None:
-        runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
+        ctx.runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
 
     result = await chain.run(body, stream, run_step, observe)
     if isinstance(result, dict):
         if result.get("usage"):
-            result["usage"] = _chain_usage(exchange)
+            result["usage"] = _chain_usage(ctx.exchange)
         return result
-    return _with_chain_usage(result, exchange)
+    return _with_chain_usage(result, ctx.exchange)
 
 
 def _chain_usage(exchange: Exchange) -> dict[str, int]:
@@ -404,9 +403,9 @@ async def chat_completions(request: Request) -> Response:
     route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
     await _admit(request, snapshot, route, exchange)
     exchange.stream = stream = bool(chat.stream)
-    response_headers: dict[str, str] = {}
-    result = await _answer(request, runtime, snapshot, route, chat, exchange, stream, response_headers)
-    headers = _reply_headers(exchange, response_headers)
+    ctx = _Answering(request, runtime, snapshot, exchange)
+    result = await _answer(ctx, route, chat, stream)
+    headers = _reply_headers(exchange, ctx.response_headers)
     if isinstance(result, dict):
         if exchange.costs:
             headers["x-prefit-cost-usd"] = f"{exchange.cost_usd:.8f}"
