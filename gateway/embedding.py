@@ -27,9 +27,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import anyio
-import anyio.to_thread
-from anyio.lowlevel import RunVar
+from gateway.threads import ThreadLane
 
 if TYPE_CHECKING:
     from fastembed import TextEmbedding
@@ -195,12 +193,11 @@ class Embedder:
         self._tokenizer_dir = tokenizer_dir
         self._pooling = pooling
         self._batch_size = batch_size
-        self._max_concurrency = max_concurrency
         self._threads = threads
         self._model: TextEmbedding | None = None
         self._dimension = 0
         self._load_lock = threading.Lock()
-        self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"prefit-embedder-{id(self)}")
+        self._lane = ThreadLane(f"prefit-embedder-{id(self)}", max_concurrency)
 
     @property
     def dimension(self) -> int:
@@ -226,16 +223,7 @@ class Embedder:
         """``embed`` in a worker thread, bounded by this embedder's limiter. Raises ``EmbeddingError``."""
         if not texts:
             return []
-        return await anyio.to_thread.run_sync(self.embed, texts, limiter=self._current_limiter())
-
-    def _current_limiter(self) -> anyio.CapacityLimiter:
-        """This event loop's limiter (a limiter belongs to one loop; tests run several)."""
-        try:
-            return self._limiter.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(self._max_concurrency)
-            self._limiter.set(limiter)
-            return limiter
+        return await self._lane.run(lambda: self.embed(texts))
 
     def _loaded(self) -> TextEmbedding:
         model = self._model

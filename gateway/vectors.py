@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import anyio
-import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
-from anyio.lowlevel import RunVar
 from qdrant_client import QdrantClient, models
+
+from gateway.threads import ThreadLane
 
 __all__ = ["DEFAULT_PATH", "MEMORY", "Hit", "Point", "VectorStore", "VectorStoreError", "VectorStoreLocked"]
 
@@ -89,12 +88,11 @@ class VectorStore:
             raise ValueError("max_concurrency must be >= 1")
         self.embedded = url is None
         self.location = url if url is not None else str(path if path is not None else DEFAULT_PATH)
-        self._max_concurrency = max_concurrency
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.embedded else contextlib.nullcontext()
         )
         self._matrices: dict[str, _Matrix] | None = {} if self.embedded and memory_index else None
-        self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"prefit-vectors-{id(self)}")
+        self._lane = ThreadLane(f"prefit-vectors-{id(self)}", max_concurrency)
         self._client = self._open(url, api_key, timeout_s)
 
     def _open(self, url: str | None, api_key: str | None, timeout_s: float) -> QdrantClient:
@@ -245,16 +243,7 @@ class VectorStore:
         return await self._off_loop(lambda: self.collection_exists(name))
 
     async def _off_loop(self, call: Callable[[], _T]) -> _T:
-        return await anyio.to_thread.run_sync(call, limiter=self._current_limiter())
-
-    def _current_limiter(self) -> anyio.CapacityLimiter:
-        """This event loop's limiter (a limiter belongs to one loop; tests run several)."""
-        try:
-            return self._limiter.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(self._max_concurrency)
-            self._limiter.set(limiter)
-            return limiter
+        return await self._lane.run(call)
 
     def _forget(self, name: str) -> None:
         if self._matrices is not None:
