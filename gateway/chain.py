@@ -17,7 +17,7 @@ import jinja2
 import orjson
 
 from gateway.errors import OutputInvalid, PrefitError
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, without_streaming
 from gateway.wire import ChatMessage, ChatRequest
 from middleware.base import LayerError
 from middleware.prompt import compile_template
@@ -149,10 +149,7 @@ class Chain:
                     f"step '{step.name}': its input could not be rendered from earlier outputs: {exc}"
                 ) from None
             body = original.model_copy(update={"model": model, "messages": [ChatMessage(role="user", content=text)]})
-        body.stream = None
-        body.stream_options = None
-        body.__pydantic_fields_set__.difference_update({"stream", "stream_options"})
-        return body
+        return without_streaming(body)
 
     async def run(
         self, original: ChatRequest, stream: bool, runner: StepRunner, observe: Callable[[str, float], None]

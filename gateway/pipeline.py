@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.wire import ChatChunk, ChatCompletion, ChatRequest
-from middleware.base import Call, Layer, PassThrough
+from middleware.base import Call, Layer, PassThrough, close_stream
 from middleware.few_shot import FewShotLayer
 from middleware.output import OutputLayer
 from middleware.params import ParamsLayer
@@ -79,9 +79,7 @@ async def strip_usage(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChu
                 chunk = {key: value for key, value in chunk.items() if key != "usage"}
             yield chunk
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_stream(chunks)
 
 
 def replay_as_chunks(reply: ChatCompletion, include_usage: bool) -> AsyncIterator[ChatChunk]:
