@@ -393,17 +393,24 @@ async def _with_chain_usage(chunks: AsyncIterator[dict[str, Any]], exchange: Exc
         await close_stream(chunks)
 
 
-@endpoint
-async def chat_completions(request: Request) -> Response:
-    """``POST /v1/chat/completions``, whole or streamed, through the model's policy."""
+async def _chat_request(request: Request) -> tuple[_Answering, ChatRequest, _Route]:
+    """Parse a chat body, resolve its model and apply rate limits: how chat and render both begin.
+    Raises ``PrefitError``."""
     runtime = runtime_of(request)
     snapshot = runtime.current
     exchange = exchange_of(request.scope)
     chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
     route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
     await _admit(request, snapshot, route, exchange)
+    return _Answering(request, runtime, snapshot, exchange), chat, route
+
+
+@endpoint
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``, whole or streamed, through the model's policy."""
+    ctx, chat, route = await _chat_request(request)
+    exchange = ctx.exchange
     exchange.stream = stream = bool(chat.stream)
-    ctx = _Answering(request, runtime, snapshot, exchange)
     result = await _answer(ctx, route, chat, stream)
     headers = _reply_headers(exchange, ctx.response_headers)
     if isinstance(result, dict):
@@ -416,12 +423,8 @@ async def chat_completions(request: Request) -> Response:
 @endpoint
 async def render(request: Request) -> Response:
     """``POST /v1/render``: the chat body in, the final upstream body out; nothing is sent upstream."""
-    runtime = runtime_of(request)
-    snapshot = runtime.current
-    exchange = exchange_of(request.scope)
-    chat = parse_chat_request(await read_body(request, snapshot.config.settings.max_body_bytes))
-    route = _resolve(request, snapshot, chat.model, exchange, chat.user, chat.metadata)
-    await _admit(request, snapshot, route, exchange)  # render may embed and search: it counts as a request
+    ctx, chat, route = await _chat_request(request)  # render may embed and search: it counts as a request
+    snapshot, exchange = ctx.snapshot, ctx.exchange
     sticky = _sticky_value(route.policy, request, chat.user, chat.metadata) if route.policy else None
     rendered = await render_request(
         route.policy, route.variant, chat, exchange.request_id, exchange.upstream, snapshot.config.policies, sticky
