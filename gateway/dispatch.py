@@ -8,7 +8,7 @@ Routing hands a ``Dispatch``'s ``send`` and ``open_stream`` to the pipeline, so 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -56,10 +56,19 @@ class Dispatch:
         self.label_model = label_model
         self.prices = prices or {}
 
-    def _raw(self, body: BaseModel, target: Target) -> bytes:
-        if target.model is None:
-            return dump_body(body)
-        return dump_body(body.model_copy(update={"model": target.model}))
+    def _serialiser(self, body: BaseModel) -> Callable[[Target], bytes]:
+        """``body`` as bytes for a target, serialised once per target however often it is sent
+        (the cache key, then every retry)."""
+        done: dict[int, bytes] = {}
+
+        def raw(target: Target) -> bytes:
+            found = done.get(id(target))
+            if found is None:
+                copy = body if target.model is None else body.model_copy(update={"model": target.model})
+                found = done[id(target)] = dump_body(copy)
+            return found
+
+        return raw
 
     def _answered_by(self, target: Target, body: BaseModel) -> None:
         """Label metrics with what answered; a passthrough model name keeps its bounded label."""
@@ -77,13 +86,13 @@ class Dispatch:
         priced = target.model or str(getattr(body, "model", ""))
         self.exchange.add_cost(self.exchange.model, cost_usd(self.prices, priced, usage))
 
-    def _cache_key(self, body: BaseModel) -> str | None:
+    def _cache_key(self, body: BaseModel, raw: Callable[[Target], bytes]) -> str | None:
         if self.cache is None or not isinstance(body, ChatRequest):
             return None
         self.cache_use = self.cache.use(self.cache_spec, body, self.cache_control)
         if not self.cache_use.active:
             return None
-        return self.cache.key(self.targets[0].upstream.name, self._raw(body, self.targets[0]))
+        return self.cache.key(self.targets[0].upstream.name, raw(self.targets[0]))
 
     async def _cached(self, key: str | None) -> bytes | None:
         if key is None or self.cache is None:
@@ -98,7 +107,8 @@ class Dispatch:
 
     async def send(self, body: BaseModel) -> dict[str, Any]:
         """A whole answer. Raises ``UpstreamError`` when every attempt failed."""
-        key = self._cache_key(body)
+        raw = self._serialiser(body)
+        key = self._cache_key(body, raw)
         stored = await self._cached(key)
         if stored is not None:
             reply: dict[str, Any] = orjson.loads(stored)
@@ -106,7 +116,7 @@ class Dispatch:
         request_id = self.exchange.request_id
 
         async def attempt(target: Target, left: float) -> dict[str, Any]:
-            return await target.upstream.post_json(self.path, self._raw(body, target), request_id, left)
+            return await target.upstream.post_json(self.path, raw(target), request_id, left)
 
         target, reply = await self.resilience.call(self.targets, self.deadline, attempt)
         self._answered_by(target, body)
@@ -128,14 +138,15 @@ class Dispatch:
         return strip_usage(chunks) if strip else chunks
 
     async def _open_stream(self, body: BaseModel) -> AsyncIterator[dict[str, Any]]:
-        key = self._cache_key(body)
+        raw = self._serialiser(body)
+        key = self._cache_key(body, raw)
         stored = await self._cached(key)
         if stored is not None:
             return _replay(orjson.loads(stored))
         request_id = self.exchange.request_id
 
         async def attempt(target: Target, left: float) -> AsyncIterator[dict[str, Any]]:
-            return await target.upstream.open_stream(self.path, self._raw(body, target), request_id, left)
+            return await target.upstream.open_stream(self.path, raw(target), request_id, left)
 
         target, chunks = await self.resilience.call(self.targets, self.deadline, attempt)
         self._answered_by(target, body)
