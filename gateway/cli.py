@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import uvicorn
 
-from gateway.config import Config, find_settings_file, load_config
+from gateway.config.load import Config, find_settings_file, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.server import create_app
@@ -200,7 +200,7 @@ def render(
     import orjson
 
     from gateway.errors import PrefitError
-    from gateway.render import render_request
+    from gateway.serving.render import render_request
     from gateway.wire import ChatRequest
 
     config = _load_or_exit(config_path)
@@ -255,7 +255,7 @@ def schema(which: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True)
 def docs(out: Path) -> None:
     """Regenerate the reference pages and JSON Schemas from the code."""
-    from gateway.reference import write_reference
+    from gateway.config.reference import write_reference
 
     for path in write_reference(out):
         click.echo(f"wrote {path}")
@@ -291,7 +291,7 @@ def eval_command(
     """Run POLICY's held-out set once per variant, print the scores, exit 1 if a gate fails."""
     import asyncio
 
-    from gateway.eval_run import EvalOptions, run_eval
+    from gateway.eval.run import EvalOptions, run_eval
 
     configure_logging("warning")
     config = _load_or_exit(config_path)
@@ -325,10 +325,10 @@ def ingest(collection: str, paths: tuple[Path, ...], prune: bool, config_path: P
     """Chunk, embed and upsert documents (.md .txt .html .jsonl) into COLLECTION; unchanged files cost nothing."""
     from rich.console import Console
 
-    from gateway.embedding import EmbeddingError
-    from gateway.ingest import IngestError, report_table
-    from gateway.ingest import ingest as run_ingest
-    from gateway.vectors import VectorStoreError
+    from gateway.retrieval.embedding import EmbeddingError
+    from gateway.retrieval.ingest import IngestError, report_table
+    from gateway.retrieval.ingest import ingest as run_ingest
+    from gateway.retrieval.vectors import VectorStoreError
 
     config = _load_or_exit(config_path)
     hub = config.resources

@@ -2,7 +2,7 @@
 
 A policy says *what* to send (model, params, prompt, examples, output format, variants); *where*
 it goes is only the name of an upstream from ``prefit.yaml``. Unknown keys are load errors. Text
-fields that accept ``file:path`` hold the reference here; ``gateway.policy_files`` resolves it,
+fields that accept ``file:path`` hold the reference here; ``gateway.config.files`` resolves it,
 relative to the policy file and never outside its folder.
 """
 

@@ -11,15 +11,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from gateway import routing
-from gateway.access_log import AccessLog
-from gateway.auth import AuthMiddleware
-from gateway.config import Config
+from gateway.config.load import Config
 from gateway.console import Console
-from gateway.exchange import ExchangeMiddleware
 from gateway.metrics import Metrics
-from gateway.reload import Reloader
-from gateway.runtime import Runtime
+from gateway.serving import endpoints as routing
+from gateway.serving.access_log import AccessLog
+from gateway.serving.auth import AuthMiddleware
+from gateway.serving.exchange import ExchangeMiddleware
+from gateway.serving.reload import Reloader
+from gateway.serving.runtime import Runtime
 
 __all__ = ["create_app"]
 

@@ -2,7 +2,7 @@
 
 The passages go into one system message placed right before the user's last message, numbered
 and delimited, and explicitly marked as quoted material rather than instructions; the policy's
-own system prompt stays first. Search runs off the event loop (see ``gateway.resources``).
+own system prompt stays first. Search runs off the event loop (see ``gateway.retrieval.resources``).
 """
 
 from __future__ import annotations

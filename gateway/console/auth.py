@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.auth import KeyRing
+from gateway.serving.auth import KeyRing
 
 __all__ = ["COOKIE", "LOGIN_COOKIE", "ConsoleAuth", "Session", "is_local"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Config
+from gateway.config.load import Config
 from gateway.console.charts import IntervalRow
 
 __all__ = ["RunSummary", "RunView", "VariantRow", "list_runs", "load_run", "runs_dir"]

@@ -28,8 +28,8 @@ from gateway.console.playground import Playground, chat_body
 from gateway.console.policies import layer_names, prompt_sources, variant_view
 from gateway.console.stats import StatsRing
 from gateway.errors import PrefitError
-from gateway.routing import read_body
-from gateway.runtime import Runtime
+from gateway.serving.endpoints import read_body
+from gateway.serving.runtime import Runtime
 
 __all__ = ["Console"]
 

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.routing import request_response
 from starlette.types import ASGIApp, Message
 
-from gateway import routing
-from gateway.exchange import ExchangeMiddleware
 from gateway.metrics import Metrics
+from gateway.serving import endpoints as routing
+from gateway.serving.exchange import ExchangeMiddleware
 
 __all__ = ["GatewayReply", "Playground", "chat_body"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import LoadedPolicy, LoadedVariant
+from gateway.config.load import LoadedPolicy, LoadedVariant
 from gateway.console.diff import PromptSource
 from middleware.few_shot import FewShotLayer
 from middleware.prompt import PromptLayer

@@ -221,7 +221,7 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 
     assert "python -m venv /opt/venv" in builder["RUN"]
     assert re.search(r"\bpip install \.(\s|$)", builder["RUN"]), "the builder installs the project with `pip install .`"
-    assert "python -m gateway.embedding --prepare /opt/prefit/models" in builder["RUN"]
+    assert "python -m gateway.retrieval.embedding --prepare /opt/prefit/models" in builder["RUN"]
 
     copies = [rest for keyword, rest in runtime if keyword == "COPY"]
     assert "--from=builder /opt/venv /opt/venv" in copies
@@ -389,12 +389,14 @@ def test_pip_install_dot_brings_every_module_the_gateway_imports() -> None:
 
 
 def test_the_image_model_step_assembles_the_embedding_model(tmp_path: Path) -> None:
-    """The Dockerfile's `python -m gateway.embedding --prepare /opt/prefit/models`, into a temporary folder."""
+    """The Dockerfile's `python -m gateway.retrieval.embedding --prepare DIR`, into a temporary folder."""
     target = tmp_path / "models"
     offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    _run([sys.executable, "-m", "gateway.embedding", "--prepare", str(target)], env=offline)
+    _run([sys.executable, "-m", "gateway.retrieval.embedding", "--prepare", str(target)], env=offline)
     onnx = sorted(target.rglob("*.onnx"))
-    assert onnx, f"`python -m gateway.embedding --prepare {target}` exited 0 but assembled no ONNX model there"
+    assert onnx, (
+        f"`python -m gateway.retrieval.embedding --prepare {target}` exited 0 but assembled no ONNX model there"
+    )
     assert any((file.parent / "tokenizer.json").is_file() for file in onnx), "the model has no tokenizer"
 
 

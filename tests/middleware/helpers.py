@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from gateway.pipeline import LAYER_TYPES, Pipeline
+from gateway.config.files import PolicyFiles
+from gateway.engine.pipeline import LAYER_TYPES, Pipeline
 from gateway.policy import PolicySpec
-from gateway.policy_files import PolicyFiles
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import BuildContext, Call, Layer
 

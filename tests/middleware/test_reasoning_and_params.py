@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.pipeline import replay_as_chunks
+from gateway.engine.pipeline import replay_as_chunks
 from gateway.policy import ReasoningSpec
 from gateway.wire import ChatRequest
 from middleware.reasoning import ReasoningLayer, extract_answer

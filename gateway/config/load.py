@@ -1,0 +1,445 @@
+"""Load and validate every configuration file into one immutable ``Config``.
+
+``serve``, ``check``, ``render`` and hot reload all call ``load_config``. Phase one validates each
+file on its own (YAML syntax, schema, ``${VAR}`` expansion); phase two checks what files say about
+each other (upstream names, duplicate model names) and builds each policy's layers. Every problem
+in every file is collected and raised together as one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config.files import PolicyFiles
+from gateway.config.variants import VariantTable
+from gateway.config.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
+from gateway.engine.chain import Chain, build_inline_steps
+from gateway.engine.pipeline import LAYER_TYPES, Pipeline
+from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
+from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
+from gateway.retrieval.resources import ResourceHub
+from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
+from middleware.base import BuildContext, Layer, LayerError, Resources
+
+__all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "load_config"]
+
+log = logging.getLogger(__name__)
+_Model = TypeVar("_Model", bound=BaseModel)
+_POLICY_SUFFIXES = (".yaml", ".yml")
+#: How deep chains may call chains: each level adds a round trip per step.
+MAX_CHAIN_DEPTH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedVariant:
+    """One servable arm of a policy (a policy without variants has one, ``default``)."""
+
+    name: str
+    weight: float
+    spec: PolicySpec
+    upstream: str
+    upstream_model: str
+    prompt_version: str
+    prompt_hash: str
+    pipeline: Pipeline
+    chain: Chain | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    """A validated policy with every variant's layers compiled, ready to serve."""
+
+    name: str
+    spec: PolicySpec
+    source: str
+    variants: tuple[LoadedVariant, ...]
+    table: VariantTable
+    files: tuple[Path, ...] = ()
+
+    @property
+    def primary(self) -> LoadedVariant:
+        return self.variants[0]
+
+    def variant(self, name: str) -> LoadedVariant | None:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        return None
+
+    def select(self, pinned: str | None, sticky: str | None) -> LoadedVariant:
+        """The pinned variant when one is named, else the weighted sticky choice. Raises ``InvalidRequest``."""
+        if pinned is None:
+            return self.choose(sticky)
+        found = self.variant(pinned)
+        if found is None:
+            names = ", ".join(v.name for v in self.variants)
+            raise InvalidRequest(
+                f"The model '{self.name}' has no variant '{pinned}' (variants: {names}).", code="variant_not_found"
+            )
+        return found
+
+    def choose(self, sticky: str | None) -> LoadedVariant:
+        """The variant for a caller: by weight, the same one for the same sticky value."""
+        if len(self.variants) == 1:
+            return self.variants[0]
+        return self.variants[self.table.pick(sticky)]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One consistent snapshot of settings and policies; replaced whole on reload, never edited."""
+
+    settings: Settings
+    settings_file: str | None
+    base_dir: Path
+    policies_dir: Path
+    policies: Mapping[str, LoadedPolicy]
+    loaded_at: float = field(default_factory=time.time)
+    unset_env: frozenset[str] = frozenset()
+    resources: ResourceHub = field(default_factory=ResourceHub, compare=False)
+
+
+def find_settings_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> Path | None:
+    """The settings file to use: the one named, else ``./prefit.yaml`` if present, else None."""
+    if explicit is not None:
+        return Path(explicit)
+    candidate = (cwd or Path.cwd()) / "prefit.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _validate(model: type[_Model], located: Located, issues: list[ConfigIssue]) -> _Model | None:
+    """Validate YAML data into ``model``, turning each pydantic error into a located issue."""
+    data = located.data if located.data is not None else {}
+    if not isinstance(data, dict):
+        issues.append(ConfigIssue(located.file, "the file must hold a mapping of keys", line=1, column=1))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = tuple(error["loc"])
+            message = _message(error)
+            issues.append(located.issue(loc, message, key=error["type"] == "extra_forbidden"))
+        return None
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message: str = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _load_settings(settings_file: Path | None, issues: list[ConfigIssue]) -> tuple[Settings | None, Located | None]:
+    try:
+        if settings_file is None:
+            located = parse_yaml(DEFAULT_SETTINGS_YAML, "<built-in settings>")
+        else:
+            located = read_yaml(settings_file, _display(settings_file))
+    except YamlProblem as problem:
+        issues.append(problem.issue)
+        return None, None
+    return _validate(Settings, located, issues), located
+
+
+def _policy_files(policies_dir: Path) -> list[Path]:
+    return sorted(p for p in policies_dir.iterdir() if p.suffix in _POLICY_SUFFIXES and p.is_file())
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build_layers(spec: PolicySpec, context: BuildContext) -> tuple[list[Layer], str]:
+    """Every layer the spec uses, in order, and the prompt's content hash. Raises ``LayerError``."""
+    layers: list[Layer] = []
+    prompt_hash = ""
+    for layer_type in LAYER_TYPES:
+        layer = layer_type.build(spec, context)
+        if layer is not None:
+            layers.append(layer)
+            prompt_hash = getattr(layer, "source_hash", "") or prompt_hash
+    return layers, prompt_hash
+
+
+def _check_chains(policies: dict[str, LoadedPolicy], issues: list[ConfigIssue]) -> None:
+    """Every step names a loaded policy, no chain reaches itself, and nesting stays shallow."""
+
+    def calls(name: str) -> set[str]:
+        policy = policies.get(name)
+        if policy is None:
+            return set()
+        return {step.model for v in policy.variants if v.chain for step in v.chain.steps if step.model}
+
+    def depth(name: str, trail: tuple[str, ...]) -> int:
+        if name in trail:
+            raise _Cycle((*trail, name))
+        below = [depth(callee, (*trail, name)) for callee in calls(name) if callee in policies]
+        return 1 + max(below, default=0)
+
+    for name, policy in policies.items():
+        if not any(v.chain for v in policy.variants):
+            continue
+        missing = sorted(m for m in calls(name) if m not in policies)
+        for model in missing:
+            issues.append(ConfigIssue(policy.source, f"step model {model!r} is not a policy", field="steps"))
+        try:
+            levels = depth(name, ())
+        except _Cycle as cycle:
+            issues.append(ConfigIssue(policy.source, f"chain cycle: {' -> '.join(cycle.path)}", field="steps"))
+            continue
+        if levels > MAX_CHAIN_DEPTH:
+            issues.append(
+                ConfigIssue(policy.source, f"chains nest {levels} deep; at most {MAX_CHAIN_DEPTH}", field="steps")
+            )
+
+
+class _Cycle(Exception):
+    def __init__(self, path: tuple[str, ...]) -> None:
+        super().__init__(" -> ".join(path))
+        self.path = path
+
+
+class _PolicyLoader:
+    """Phase two for one policy file: cross-checks, variants and compiled layers."""
+
+    def __init__(
+        self,
+        path: Path,
+        located: Located,
+        settings: Settings,
+        settings_dir: Path,
+        resources: Resources | None,
+        issues: list[ConfigIssue],
+    ) -> None:
+        self.path = path
+        self.located = located
+        self.settings = settings
+        self.resources = resources
+        self.issues = issues
+        self.files = PolicyFiles(path.parent, [path.parent, settings_dir], Path.cwd())
+
+    def issue(self, field: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        self.issues.append(self.located.issue(field, message, key=key))
+
+    def layer_issue(self, error: LayerError, prefix: tuple[str | int, ...]) -> None:
+        field = (*prefix, *error.field)
+        if error.file is not None:
+            dotted = ".".join(str(part) for part in field)
+            self.issues.append(ConfigIssue(error.file, error.message, line=error.line, field=dotted))
+        else:
+            self.issue(field, error.message)
+
+    def upstream_of(self, spec: PolicySpec, prefix: tuple[str | int, ...]) -> str | None:
+        upstream = spec.upstream or self.settings.default_upstream
+        if upstream is None:
+            self.issue((*prefix, "upstream"), "no upstream named and settings have no default_upstream", key=True)
+            return None
+        if upstream not in self.settings.upstreams:
+            known = ", ".join(sorted(self.settings.upstreams))
+            self.issue((*prefix, "upstream"), f"unknown upstream {upstream!r} (known: {known})")
+            return None
+        return upstream
+
+    def variant(
+        self,
+        name: str,
+        weight: float,
+        spec: PolicySpec,
+        policy_name: str,
+        prefix: tuple[str | int, ...],
+        overridden: set[str],
+    ) -> LoadedVariant | None:
+        upstream = self.upstream_of(spec, prefix if "upstream" in overridden else ())
+        if upstream is None:
+            return None
+        fallback_prefix = prefix if "fallbacks" in overridden else ()
+        for index, fallback in enumerate(spec.fallbacks):
+            if fallback.upstream not in self.settings.upstreams:
+                known = ", ".join(sorted(self.settings.upstreams))
+                self.issue(
+                    (*fallback_prefix, "fallbacks", index, "upstream"),
+                    f"unknown upstream {fallback.upstream!r} (known: {known})",
+                )
+                return None
+        context = BuildContext(
+            policy_name,
+            self.path.parent,
+            self.files,
+            supports_json_schema=self.settings.upstreams[upstream].supports_json_schema,
+            resources=self.resources,
+        )
+        issue_prefix = prefix if overridden else ()
+        try:
+            layers, prompt_hash = _build_layers(spec, context)
+            chain = self.chain(spec, policy_name, context) if spec.steps else None
+        except LayerError as error:
+            self.layer_issue(error, issue_prefix if error.field and error.field[0] in overridden else ())
+            return None
+        if chain is not None and (spec.few_shot or spec.output):
+            self.issue(
+                (*issue_prefix, "steps"),
+                "a chain's few_shot and output apply to no step: set them in the policy a step calls",
+            )
+            return None
+        version = spec.prompt.version if spec.prompt and spec.prompt.version else "none"
+        return LoadedVariant(
+            name=name,
+            weight=weight,
+            spec=spec,
+            upstream=upstream,
+            upstream_model=spec.upstream_model or policy_name,
+            prompt_version=version,
+            prompt_hash=prompt_hash,
+            pipeline=Pipeline(tuple(layers)),
+            chain=chain,
+        )
+
+    def chain(self, spec: PolicySpec, policy_name: str, context: BuildContext) -> Chain:
+        """Compile a chain's steps; an inline step is the chain's own settings with its ``system`` prompt."""
+
+        def inline_pipeline(index: int, system: str) -> Pipeline:
+            prompt = PromptSpec(system=system, vars=spec.prompt.vars if spec.prompt else {})
+            inline = spec.model_copy(update={"prompt": prompt, "few_shot": None, "output": None, "steps": []})
+            try:
+                layers, _ = _build_layers(inline, context)
+            except LayerError as error:
+                raise LayerError(("steps", index, "system"), error.message, file=error.file, line=error.line) from None
+            return Pipeline(tuple(layers))
+
+        metadata_keys = tuple(spec.prompt.metadata) if spec.prompt else ()
+        return Chain(policy_name, build_inline_steps(policy_name, spec.steps, inline_pipeline), metadata_keys)
+
+    def variant_spec(self, base: dict[str, Any], index: int, overrides: dict[str, Any]) -> PolicySpec | None:
+        merged = _deep_merge(base, overrides)
+        try:
+            return PolicySpec.model_validate(merged)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                loc = tuple(error["loc"])
+                if loc and loc[0] in overrides:
+                    self.issue(("variants", index, *loc), _message(error), key=error["type"] == "extra_forbidden")
+            return None
+
+    def load(self) -> LoadedPolicy | None:
+        spec = _validate(PolicySpec, self.located, self.issues)
+        if spec is None:
+            return None
+        if spec.eval is not None:
+            try:
+                self.files.resolve(("eval", "dataset"), spec.eval.dataset)
+            except LayerError as error:
+                self.layer_issue(error, ())
+                return None
+        name = spec.model or self.path.stem
+        if spec.model is None and not re.match(MODEL_NAME_PATTERN, name):
+            self.issue((), f"file name {self.path.stem!r} is not a usable model name; set `model:`")
+            return None
+        before = len(self.issues)
+        variants: list[LoadedVariant | None] = []
+        if not spec.variants:
+            variants.append(self.variant("default", 1.0, spec, name, (), set()))
+        else:
+            base = {k: v for k, v in self.located.data.items() if k != "variants"}
+            for index, arm in enumerate(spec.variants):
+                arm_spec = self.variant_spec(base, index, arm.overrides)
+                if arm_spec is not None:
+                    prefix = ("variants", index)
+                    variants.append(self.variant(arm.name, arm.weight, arm_spec, name, prefix, set(arm.overrides)))
+        if len(self.issues) > before or not variants or any(v is None for v in variants):
+            return None
+        loaded = tuple(v for v in variants if v is not None)
+        return LoadedPolicy(
+            name=name,
+            spec=spec,
+            source=self.located.file,
+            variants=loaded,
+            table=VariantTable(name, [v.weight for v in loaded]),
+            files=tuple(self.files.read_files),
+        )
+
+
+def _load_policy(
+    path: Path, settings: Settings, settings_dir: Path, resources: Resources | None, issues: list[ConfigIssue]
+) -> LoadedPolicy | None:
+    try:
+        located = read_yaml(path, _display(path))
+    except YamlProblem as problem:
+        issues.append(problem.issue)
+        return None
+    return _PolicyLoader(path, located, settings, settings_dir, resources, issues).load()
+
+
+def _load_policies(
+    policies_dir: Path, settings: Settings, settings_dir: Path, resources: Resources | None, issues: list[ConfigIssue]
+) -> dict[str, LoadedPolicy]:
+    policies: dict[str, LoadedPolicy] = {}
+    for path in _policy_files(policies_dir):
+        policy = _load_policy(path, settings, settings_dir, resources, issues)
+        if policy is None:
+            continue
+        if policy.name in policies:
+            first = policies[policy.name].source
+            issues.append(
+                ConfigIssue(policy.source, f"model {policy.name!r} is already served by {first}", field="model")
+            )
+            continue
+        policies[policy.name] = policy
+    _check_chains(policies, issues)
+    return policies
+
+
+def load_config(settings_file: Path | None, *, resources: Resources | None = None, cwd: Path | None = None) -> Config:
+    """Load settings and every policy. Raises ``ConfigError`` listing every problem found."""
+    issues: list[ConfigIssue] = []
+    settings, located = _load_settings(settings_file, issues)
+    if settings is None or located is None:
+        raise ConfigError(issues)
+    base_dir = settings_file.parent if settings_file is not None else (cwd or Path.cwd())
+    hub = resources if isinstance(resources, ResourceHub) else ResourceHub()
+    hub.configure(settings, base_dir.resolve())
+    policies_dir = (base_dir / settings.policies_dir).resolve()
+    policies: dict[str, LoadedPolicy] = {}
+    if policies_dir.is_dir():
+        policies = _load_policies(policies_dir, settings, base_dir, hub, issues)
+    elif settings_file is not None and "policies_dir" in (located.data or {}):
+        issues.append(located.issue(("policies_dir",), f"directory not found: {policies_dir}"))
+    if issues:
+        raise ConfigError(issues)
+    if located.unset_env:
+        log.warning("unset environment variables expanded to empty: %s", ", ".join(sorted(located.unset_env)))
+    return Config(
+        settings=settings,
+        settings_file=located.file if settings_file is not None else None,
+        base_dir=base_dir,
+        policies_dir=policies_dir,
+        policies=policies,
+        unset_env=frozenset(located.unset_env),
+        resources=hub,
+    )

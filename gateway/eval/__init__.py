@@ -1,0 +1,1 @@
+"""``prefit eval``: held-out sets through the real pipeline, scored, compared and gated."""

@@ -1,0 +1,214 @@
+"""Summaries, paired comparisons and gates for ``prefit eval``, as a rich table and as JSON."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gateway.eval.runner import ItemResult
+from gateway.eval.stats import mcnemar_exact, percentile, wilson
+
+__all__ = ["Comparison", "Summary", "check_gates", "compare", "render_report", "report_json", "summarise"]
+
+
+@dataclass(slots=True)
+class Summary:
+    variant: str
+    n: int
+    scores: dict[str, float]
+    interval: tuple[float, float]
+    p50_s: float
+    p95_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    errors: int
+    cached: int
+    cost_usd: float | None
+    results: list[ItemResult] = field(repr=False, default_factory=list)
+
+
+@dataclass(slots=True)
+class Comparison:
+    variant: str
+    baseline: str
+    metric: str
+    better: int
+    worse: int
+    p_value: float
+    regressed: list[str]
+
+
+def summarise(variant: str, results: list[ItemResult], metrics: list[str]) -> Summary:
+    primary = metrics[0]
+    n = len(results)
+    scores = {m: (sum(r.scores.get(m, 0.0) for r in results) / n if n else 0.0) for m in metrics}
+    passed = sum(1 for r in results if r.scores.get(primary, 0.0) >= 0.5)
+    latencies = [r.latency_s for r in results if r.error is None]
+    return Summary(
+        variant,
+        n,
+        scores,
+        wilson(passed, n),
+        percentile(latencies, 50),
+        percentile(latencies, 95),
+        sum(r.prompt_tokens for r in results),
+        sum(r.completion_tokens for r in results),
+        sum(1 for r in results if r.error is not None),
+        sum(1 for r in results if r.cached),
+        _total_cost(results),
+        results,
+    )
+
+
+def _total_cost(results: list[ItemResult]) -> float | None:
+    """Spend on the variant, None when no item had a priced model."""
+    priced = [r.cost_usd for r in results if r.cost_usd is not None]
+    return sum(priced) if priced else None
+
+
+def compare(candidate: Summary, baseline: Summary, metric: str) -> Comparison:
+    """Paired by item and repeat: items the baseline got right and the candidate wrong are regressions."""
+    base = {(r.item.id, r.repeat): r.scores.get(metric, 0.0) >= 0.5 for r in baseline.results}
+    better = worse = 0
+    regressed = []
+    for result in candidate.results:
+        key = (result.item.id, result.repeat)
+        if key not in base:
+            continue
+        ok = result.scores.get(metric, 0.0) >= 0.5
+        if ok and not base[key]:
+            better += 1
+        elif base[key] and not ok:
+            worse += 1
+            regressed.append(result.item.id)
+    return Comparison(
+        candidate.variant, baseline.variant, metric, better, worse, mcnemar_exact(better, worse), regressed
+    )
+
+
+_GATE = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9]*\.?[0-9]+)\s*$")
+
+
+def check_gates(summaries: list[Summary], gates: dict[str, str], gated: set[str] | None = None) -> list[str]:
+    """Every missed gate as a sentence; empty when all pass.
+
+    Gates apply to the variants in ``gated`` (those that serve traffic; all when None): a zero-weight
+    arm run as a baseline is measured, not gated. A variant whose every call failed measured
+    nothing, and fails whether or not it has gates.
+    """
+    failures = []
+    for summary in summaries:
+        if summary.n and summary.errors == summary.n:
+            failures.append(f"{summary.variant}: every call failed, nothing was measured")
+        if gated is not None and summary.variant not in gated:
+            continue
+        for metric, gate in gates.items():
+            match = _GATE.match(gate)
+            if match is None:
+                failures.append(f"gate {metric}: {gate!r} is not a comparison")
+                continue
+            op, threshold = match.group(1), float(match.group(2))
+            if metric not in summary.scores:
+                failures.append(f"{summary.variant}: gate on {metric!r}, which is not among the metrics")
+                continue
+            value = summary.scores[metric]
+            ok = {
+                ">=": value >= threshold,
+                "<=": value <= threshold,
+                ">": value > threshold,
+                "<": value < threshold,
+                "==": value == threshold,
+            }[op]
+            if not ok:
+                failures.append(f"{summary.variant}: {metric} = {value:.3f}, gate {op}{threshold:g}")
+    return failures
+
+
+def render_report(
+    console: Console,
+    policy: str,
+    summaries: list[Summary],
+    comparisons: list[Comparison],
+    metrics: list[str],
+    failures: list[str],
+) -> None:
+    table = Table(title=f"prefit eval: {policy}")
+    table.add_column("variant")
+    table.add_column("n", justify="right")
+    table.add_column(f"{metrics[0]} (95% CI)", justify="right")
+    for metric in metrics[1:]:
+        table.add_column(metric, justify="right")
+    for column in ("p50 s", "p95 s", "prompt tok", "completion tok", "cost USD", "errors", "cached"):
+        table.add_column(column, justify="right")
+    for s in summaries:
+        low, high = s.interval
+        table.add_row(
+            s.variant,
+            str(s.n),
+            f"{s.scores[metrics[0]]:.3f} [{low:.3f}, {high:.3f}]",
+            *[f"{s.scores[m]:.3f}" for m in metrics[1:]],
+            f"{s.p50_s:.3f}",
+            f"{s.p95_s:.3f}",
+            str(s.prompt_tokens),
+            str(s.completion_tokens),
+            "-" if s.cost_usd is None else f"{s.cost_usd:.6f}",
+            str(s.errors),
+            str(s.cached),
+        )
+    console.print(table)
+    for c in comparisons:
+        console.print(
+            f"{c.variant} vs {c.baseline} on {c.metric}: {c.better} better, {c.worse} worse, "
+            f"exact McNemar p = {c.p_value:.4f}" + (f"; regressed: {', '.join(c.regressed)}" if c.regressed else "")
+        )
+    for s in summaries:
+        first = next((r for r in s.results if r.error is not None), None)
+        if first is not None:
+            console.print(f"[yellow]{s.variant}: {s.errors} of {s.n} calls failed[/yellow]; first: {first.error}")
+    for failure in failures:
+        console.print(f"[red]gate failed[/red] {failure}")
+    if not failures:
+        console.print("all gates passed" if summaries else "nothing was run")
+
+
+def report_json(
+    policy: str, dataset: str, summaries: list[Summary], comparisons: list[Comparison], failures: list[str]
+) -> dict[str, Any]:
+    return {
+        "policy": policy,
+        "dataset": dataset,
+        "variants": {
+            s.variant: {
+                "n": s.n,
+                "scores": s.scores,
+                "interval": list(s.interval),
+                "p50_s": s.p50_s,
+                "p95_s": s.p95_s,
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "cost_usd": s.cost_usd,
+                "errors": s.errors,
+                "cached": s.cached,
+                "items": [r.as_json() for r in s.results],
+            }
+            for s in summaries
+        },
+        "comparisons": [
+            {
+                "variant": c.variant,
+                "baseline": c.baseline,
+                "metric": c.metric,
+                "better": c.better,
+                "worse": c.worse,
+                "p_value": c.p_value,
+                "regressed": c.regressed,
+            }
+            for c in comparisons
+        ],
+        "gate_failures": failures,
+        "passed": not failures,
+    }

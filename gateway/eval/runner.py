@@ -1,0 +1,242 @@
+"""``prefit eval``: run a held-out set through the real gateway, once per variant, and score it.
+
+Every item goes through the same HTTP pipeline as production: a gateway started in this process
+on a loopback port (or a running one with ``--url``), each variant pinned with ``x-prefit-variant``.
+Calls are cached on disk by the exact upstream request (from ``/v1/render``) and the repeat index,
+so re-running an unchanged variant costs nothing; ``--no-cache`` refreshes, and repeats never share
+an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+from pydantic import SecretStr
+
+from gateway.config.load import Config, LoadedPolicy
+from gateway.eval.scoring import Scorer
+from gateway.server import create_app
+
+__all__ = ["EvalItem", "ItemResult", "Runner", "in_process_gateway", "load_dataset"]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalItem:
+    id: str
+    input: str | list[dict[str, Any]]
+    expected: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def messages(self) -> list[dict[str, Any]]:
+        if isinstance(self.input, str):
+            return [{"role": "user", "content": self.input}]
+        return list(self.input)
+
+
+@dataclass(slots=True)
+class ItemResult:
+    item: EvalItem
+    variant: str
+    repeat: int
+    output: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    cached: bool = False
+    cost_usd: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.item.id,
+            "variant": self.variant,
+            "repeat": self.repeat,
+            "input": self.item.input,
+            "expected": self.item.expected,
+            "output": self.output,
+            "scores": self.scores,
+            "latency_s": self.latency_s,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "error": self.error,
+            "cached": self.cached,
+        }
+
+
+def load_dataset(path: Path) -> list[EvalItem]:
+    """Read a JSONL dataset. Raises ``ValueError`` naming the line of a bad record."""
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(record, dict) or "input" not in record or "expected" not in record:
+            raise ValueError(f"{path}:{number}: a record needs `input` and `expected`")
+        items.append(
+            EvalItem(str(record.get("id", number)), record["input"], record["expected"], record.get("metadata") or {})
+        )
+    if not items:
+        raise ValueError(f"{path}: no records")
+    return items
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def in_process_gateway(config: Config) -> AsyncIterator[tuple[str, str]]:
+    """Serve ``config`` on a loopback port inside this process; yields (base URL, admin key)."""
+    key = "eval-" + secrets.token_urlsafe(16)
+    settings = config.settings
+    keys = [*settings.keys, SecretStr(key)] if settings.keys else []
+    patched = settings.model_copy(
+        update={
+            "admin_keys": [*settings.admin_keys, SecretStr(key)],
+            "keys": keys,
+            "access_log": False,
+            "reload": False,
+        }
+    )
+    app = create_app(dataclasses.replace(config, settings=patched))
+    sock = _free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the in-process gateway stopped during start-up")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", key
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+class Runner:
+    """Runs items against one gateway with bounded concurrency and the on-disk call cache."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str | None,
+        policy: LoadedPolicy,
+        scorers: list[Scorer],
+        cache_dir: Path | None,
+        concurrency: int,
+    ) -> None:
+        self.policy = policy
+        self.scorers = scorers
+        self.cache_dir = cache_dir
+        self.limit = asyncio.Semaphore(concurrency)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=600)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def _body(self, item: EvalItem) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.policy.name, "messages": item.messages()}
+        if item.metadata:
+            body["metadata"] = {k: str(v) for k, v in item.metadata.items()}
+        return body
+
+    async def _post(self, path: str, body: dict[str, Any], variant: str, **headers: str) -> httpx.Response:
+        return await self.http.post(path, json=body, headers={"x-prefit-variant": variant, **headers})
+
+    async def _cache_key(self, body: dict[str, Any], variant: str, repeat: int) -> str:
+        rendered = await self._post("/v1/render", body, variant)
+        rendered.raise_for_status()
+        data = rendered.json()
+        exact = {"upstream": data.get("upstream"), "body": data.get("body"), "steps": data.get("steps")}
+        return hashlib.sha256(orjson.dumps(exact, option=orjson.OPT_SORT_KEYS) + f"#{repeat}".encode()).hexdigest()
+
+    def _cache_path(self, key: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / key[:2] / f"{key}.json"
+
+    async def run_item(self, item: EvalItem, variant: str, repeat: int, use_cache: bool) -> ItemResult:
+        result = ItemResult(item, variant, repeat)
+        async with self.limit:
+            try:
+                await self._call(result, use_cache)
+            except httpx.HTTPError as exc:
+                result.error = f"{exc.__class__.__name__}: {exc}"
+        if result.error is None:
+            result.scores = {s.name: _safe_score(s, result.output, item) for s in self.scorers}
+        else:
+            result.scores = {s.name: 0.0 for s in self.scorers}
+        return result
+
+    async def _call(self, result: ItemResult, use_cache: bool) -> None:
+        body = self._body(result.item)
+        path = self._cache_path(await self._cache_key(body, result.variant, result.repeat))
+        if use_cache and path is not None and path.is_file():
+            _restore(result, orjson.loads(path.read_bytes()))
+            result.cached = True
+            return
+        started = time.perf_counter()
+        reply = await self._post("/v1/chat/completions", body, result.variant, **{"Cache-Control": "no-store"})
+        result.latency_s = time.perf_counter() - started
+        data = reply.json()
+        if reply.status_code >= 400:
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            result.error = f"{reply.status_code}: {error.get('message', reply.text[:200])}"
+        else:
+            message = (data.get("choices") or [{}])[0].get("message") or {}
+            result.output = message.get("content") or ""
+            cost = reply.headers.get("x-prefit-cost-usd")
+            result.cost_usd = float(cost) if cost else None
+            usage = data.get("usage") or {}
+            result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            result.completion_tokens = int(usage.get("completion_tokens") or 0)
+        if path is not None and result.error is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(
+                orjson.dumps(
+                    {
+                        "output": result.output,
+                        "latency_s": result.latency_s,
+                        "prompt_tokens": result.prompt_tokens,
+                        "completion_tokens": result.completion_tokens,
+                        "cost_usd": result.cost_usd,
+                    }
+                )
+            )
+
+
+def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
+    result.output = stored["output"]
+    result.latency_s = stored["latency_s"]
+    result.prompt_tokens = stored["prompt_tokens"]
+    result.completion_tokens = stored["completion_tokens"]
+    result.cost_usd = stored.get("cost_usd")
+
+
+def _safe_score(scorer: Scorer, output: str, item: EvalItem) -> float:
+    try:
+        return max(0.0, min(1.0, scorer.score(output, item.expected, {"id": item.id, "metadata": item.metadata})))
+    except Exception:
+        return 0.0

@@ -1,0 +1,91 @@
+"""The embedder and the vector store, shared by every policy and opened on first use.
+
+One ``ResourceHub`` lives as long as the process: hot reloads keep it, because embedded Qdrant
+admits a single client per storage folder. It is configured from the first settings it sees; a
+later change of ``qdrant`` or ``embedding`` settings takes a restart (and is logged as such).
+Nothing is opened until a request (or ``prefit ingest``) needs it, so a gateway whose policies
+use no retrieval never loads the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from gateway.retrieval.embedding import Embedder, EmbeddingError, default_cache_dir
+from gateway.retrieval.vectors import VectorStore, VectorStoreError
+from gateway.settings import EmbeddingSettings, QdrantSettings, Settings
+from middleware.base import Passage, ResourceError
+
+__all__ = ["ResourceHub"]
+
+log = logging.getLogger(__name__)
+
+
+class ResourceHub:
+    """Implements ``middleware.base.Resources`` over fastembed and qdrant-client."""
+
+    def __init__(self) -> None:
+        self._qdrant: QdrantSettings | None = None
+        self._embedding: EmbeddingSettings | None = None
+        self._base_dir = Path.cwd()
+        self._embedder: Embedder | None = None
+        self._store: VectorStore | None = None
+        self._lock = threading.Lock()
+
+    def configure(self, settings: Settings, base_dir: Path) -> None:
+        """Adopt the first settings seen; later different ones only warn (they need a restart)."""
+        with self._lock:
+            if self._qdrant is None:
+                self._qdrant, self._embedding, self._base_dir = settings.qdrant, settings.embedding, base_dir
+            elif (self._qdrant, self._embedding) != (settings.qdrant, settings.embedding):
+                log.warning("qdrant or embedding settings changed: restart the gateway to apply them")
+
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                spec = self._embedding or EmbeddingSettings()
+                cache = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
+                self._embedder = Embedder(
+                    cache_dir=cache if cache.is_absolute() else self._base_dir / cache,
+                    model_dir=spec.model_dir,
+                    max_concurrency=spec.max_concurrency,
+                )
+            return self._embedder
+
+    def store(self) -> VectorStore:
+        with self._lock:
+            if self._store is None:
+                spec = self._qdrant or QdrantSettings()
+                if spec.url:
+                    key = spec.api_key.get_secret_value() if spec.api_key else None
+                    self._store = VectorStore(url=spec.url, api_key=key)
+                else:
+                    path = Path(spec.path or ".prefit/qdrant")
+                    self._store = VectorStore(path=path if path.is_absolute() else self._base_dir / path)
+            return self._store
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        try:
+            return await self.embedder().aembed(texts)
+        except EmbeddingError as exc:
+            raise ResourceError(f"embedding failed: {exc}") from exc
+
+    async def search(
+        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+    ) -> list[Passage]:
+        try:
+            store = self.store()
+            if not await store.acollection_exists(collection):
+                raise ResourceError(f"collection {collection!r} does not exist (run `prefit ingest {collection} ...`)")
+            hits = await store.asearch(collection, vector, top_k, min_score, filter)
+        except VectorStoreError as exc:
+            raise ResourceError(f"vector search failed: {exc}") from exc
+        return [Passage(str(hit.id), float(hit.score), dict(hit.payload)) for hit in hits]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

@@ -1,0 +1,338 @@
+"""Prefit's one door to Qdrant: collections of chunk vectors, written by ingest, searched per request.
+
+By default Qdrant runs embedded (qdrant-client's local mode, files under ``.prefit/qdrant``), so a
+single machine needs no extra service; ``url`` (with ``api_key``) points at a Qdrant server or
+cluster instead, with the same calls. Embedded mode has properties this module hides:
+
+- its calls are synchronous Python, so every ``a*`` method runs in a worker thread under a bounded
+  ``anyio.CapacityLimiter``;
+- it is not thread-safe, so calls into one embedded client are serialised by a (re-entrant) lock;
+- its search renormalises every stored vector and checks payload filters point by point in Python
+  (about 40 ms, and 250 ms with a filter, at 10,000 points on a small machine). Embedded searches
+  therefore run on a numpy copy of the collection (``_Matrix``), rebuilt after this store's own
+  writes; no other process can write, since
+- its storage admits one process at a time (a file lock): a second process gets
+  ``VectorStoreLocked``, whose message says to run Qdrant as a server and set ``qdrant.url``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from qdrant_client import QdrantClient, models
+
+from gateway.retrieval.threads import ThreadLane
+
+__all__ = ["DEFAULT_PATH", "MEMORY", "Hit", "Point", "VectorStore", "VectorStoreError", "VectorStoreLocked"]
+
+DEFAULT_PATH = Path(".prefit/qdrant")
+MEMORY = ":memory:"  # an embedded store that is never written to disk
+_UPSERT_BATCH = 256
+_SCROLL_PAGE = 1024
+_MASK_CACHE = 256  # filter masks kept per collection copy
+_T = TypeVar("_T")
+_Vector = Sequence[float]
+
+
+class VectorStoreError(RuntimeError):
+    """The vector store cannot be opened or searched, or a collection does not fit the request."""
+
+
+class VectorStoreLocked(VectorStoreError):
+    """Another process holds the embedded storage folder."""
+
+
+class Point(NamedTuple):
+    """One vector to store, with its id (a UUID string) and JSON payload."""
+
+    id: str
+    vector: _Vector
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result: the point's id, its cosine similarity to the query, and its payload."""
+
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore:
+    """Embedded Qdrant at ``path`` (the default) or a Qdrant server at ``url``; opened on construction.
+
+    ``path=":memory:"`` keeps an embedded store in memory only. ``memory_index=False`` makes embedded
+    searches use qdrant-client's own (slower) search. Raises ``VectorStoreLocked`` when another
+    process holds ``path``.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path | str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        max_concurrency: int = 8,
+        memory_index: bool = True,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.embedded = url is None
+        self.location = url if url is not None else str(path if path is not None else DEFAULT_PATH)
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.embedded else contextlib.nullcontext()
+        )
+        self._matrices: dict[str, _Matrix] | None = {} if self.embedded and memory_index else None
+        self._lane = ThreadLane(f"prefit-vectors-{id(self)}", max_concurrency)
+        self._client = self._open(url, api_key, timeout_s)
+
+    def _open(self, url: str | None, api_key: str | None, timeout_s: float) -> QdrantClient:
+        if url is not None:
+            return QdrantClient(url=url, api_key=api_key, timeout=round(timeout_s), check_compatibility=False)
+        if self.location != MEMORY:
+            Path(self.location).mkdir(parents=True, exist_ok=True)
+            self._check_unlocked(Path(self.location) / ".lock")
+        try:
+            # the lock above makes sharing the SQLite connections between worker threads safe
+            return QdrantClient(path=self.location, force_disable_check_same_thread=True)
+        except RuntimeError as exc:
+            if "already accessed by another instance" not in str(exc):
+                raise
+            raise self._locked() from exc
+
+    def _check_unlocked(self, lock_file: Path) -> None:
+        """Try qdrant-client's own file lock first: when that fails, qdrant-client leaks the open file."""
+        import portalocker  # qdrant-client's dependency; it checks for writable folders on import
+
+        if not lock_file.exists():
+            return
+        with lock_file.open("r+") as handle:
+            try:
+                portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+            except portalocker.exceptions.LockException as exc:
+                raise self._locked() from exc
+            portalocker.unlock(handle)
+
+    def _locked(self) -> VectorStoreLocked:
+        return VectorStoreLocked(
+            f"the embedded Qdrant storage {self.location} is already in use by another process (or another "
+            "client in this one); embedded Qdrant admits one process, so for several workers or replicas run "
+            "Qdrant as a server and set qdrant.url in prefit.yaml (e.g. qdrant: {url: http://localhost:6333})"
+        )
+
+    def close(self) -> None:
+        """Release the client (and, embedded, the storage lock)."""
+        with self._lock:
+            self._client.close()
+
+    def collection_exists(self, name: str) -> bool:
+        with self._lock:
+            return self._client.collection_exists(name)
+
+    def ensure_collection(self, name: str, dimension: int) -> None:
+        """Create collection ``name`` for cosine search over ``dimension``-wide vectors, unless it exists.
+
+        Raises ``VectorStoreError`` when it exists with another width (the embedding model changed).
+        """
+        with self._lock:
+            if not self._client.collection_exists(name):
+                params = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                self._client.create_collection(name, vectors_config=params)
+                self._forget(name)
+                return
+            existing = self._client.get_collection(name).config.params.vectors
+        size = existing.size if isinstance(existing, models.VectorParams) else None
+        if size != dimension:
+            raise VectorStoreError(
+                f"collection {name!r} holds vectors of width {size}, but the embedding model makes width "
+                f"{dimension}; ingest into a new collection or delete this one"
+            )
+
+    def count(self, name: str) -> int:
+        with self._lock:
+            return self._client.count(name, exact=True).count
+
+    def upsert(self, name: str, points: Sequence[Point | tuple[str, _Vector, Mapping[str, Any]]]) -> None:
+        """Insert or replace ``points`` (id, vector, payload) in collection ``name``."""
+        for start in range(0, len(points), _UPSERT_BATCH):
+            batch = [
+                models.PointStruct(id=point_id, vector=list(vector), payload=dict(payload))
+                for point_id, vector, payload in points[start : start + _UPSERT_BATCH]
+            ]
+            with self._lock:
+                self._client.upsert(name, points=batch, wait=True)
+                self._forget(name)
+
+    def delete(self, name: str, ids: Sequence[str] | set[str]) -> None:
+        if not ids:
+            return
+        selector = models.PointIdsList(points=list(ids))
+        with self._lock:
+            self._client.delete(name, points_selector=selector, wait=True)
+            self._forget(name)
+
+    def ids_by_source(self, name: str, source: str) -> set[str]:
+        """The ids of every point whose payload ``source`` is ``source``."""
+        return {str(record.id) for record in self._scroll(name, _match({"source": source}), False)}
+
+    def source_index(self, name: str) -> dict[str, set[str]]:
+        """Every payload ``source`` in the collection, with the ids of its points (one pass)."""
+        index: dict[str, set[str]] = {}
+        for record in self._scroll(name, None, ["source"]):
+            index.setdefault(str((record.payload or {}).get("source", "")), set()).add(str(record.id))
+        return index
+
+    def warm(self, name: str) -> None:
+        """Build the in-memory copy an embedded search uses now, not on the first request."""
+        if self._matrices is not None:
+            self._matrix(name)
+
+    def search(
+        self,
+        name: str,
+        vector: _Vector,
+        top_k: int,
+        min_score: float | None = None,
+        filter: Mapping[str, str] | None = None,
+    ) -> list[Hit]:
+        """The ``top_k`` most similar points, best first, scoring at least ``min_score``.
+
+        ``filter`` keeps only points whose payload has each key equal to its value (or, for a list
+        value, containing it). Raises ``VectorStoreError`` when the search fails.
+        """
+        try:
+            if self._matrices is not None:
+                return self._matrix(name).search(vector, top_k, min_score, filter or {})
+            with self._lock:
+                response = self._client.query_points(
+                    name,
+                    query=list(vector),
+                    limit=top_k,
+                    score_threshold=min_score,
+                    query_filter=_match(filter) if filter else None,
+                    with_payload=True,
+                )
+        except VectorStoreError:
+            raise
+        except Exception as exc:  # qdrant-client raises ValueError, HTTP and gRPC errors alike
+            raise VectorStoreError(f"search in collection {name!r} failed: {exc}") from exc
+        return [Hit(str(point.id), point.score, dict(point.payload or {})) for point in response.points]
+
+    async def asearch(
+        self,
+        name: str,
+        vector: _Vector,
+        top_k: int,
+        min_score: float | None = None,
+        filter: Mapping[str, str] | None = None,
+    ) -> list[Hit]:
+        """``search`` in a worker thread, so the event loop keeps serving."""
+        return await self._off_loop(lambda: self.search(name, vector, top_k, min_score, filter))
+
+    async def acollection_exists(self, name: str) -> bool:
+        """``collection_exists`` in a worker thread (for readiness checks)."""
+        return await self._off_loop(lambda: self.collection_exists(name))
+
+    async def _off_loop(self, call: Callable[[], _T]) -> _T:
+        return await self._lane.run(call)
+
+    def _forget(self, name: str) -> None:
+        if self._matrices is not None:
+            self._matrices.pop(name, None)
+
+    def _matrix(self, name: str) -> _Matrix:
+        assert self._matrices is not None
+        matrix = self._matrices.get(name)
+        if matrix is None:
+            with self._lock:  # held through the whole scroll, so no write lands halfway
+                if not self._client.collection_exists(name):
+                    raise VectorStoreError(f"collection {name!r} does not exist; ingest into it first")
+                matrix = self._matrices.get(name) or _Matrix.build(list(self._scroll(name, None, True, vectors=True)))
+                self._matrices[name] = matrix
+        return matrix
+
+    def _scroll(
+        self, name: str, scroll_filter: models.Filter | None, payload: bool | list[str], *, vectors: bool = False
+    ) -> Iterator[models.Record]:
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with self._lock:
+                records, offset = self._client.scroll(
+                    name,
+                    scroll_filter=scroll_filter,
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=payload,
+                    with_vectors=vectors,
+                )
+            yield from records
+            if offset is None:
+                return
+
+
+def _match(conditions: Mapping[str, str]) -> models.Filter:
+    return models.Filter(
+        must=[models.FieldCondition(key=key, match=models.MatchValue(value=value)) for key, value in conditions.items()]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Matrix:
+    """An immutable copy of one embedded collection, searched exactly with one matrix product."""
+
+    ids: list[str]
+    vectors: npt.NDArray[np.float32]  # one unit-length row per point
+    payloads: list[dict[str, Any]]
+    masks: dict[tuple[str, str], npt.NDArray[np.bool_]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, records: list[models.Record]) -> _Matrix:
+        if not records:
+            return cls([], np.zeros((0, 0), dtype=np.float32), [])
+        vectors = np.array([record.vector for record in records], dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.where(norms == 0, 1, norms)
+        return cls([str(record.id) for record in records], vectors, [dict(record.payload or {}) for record in records])
+
+    def search(self, vector: _Vector, top_k: int, min_score: float | None, filter: Mapping[str, str]) -> list[Hit]:
+        if not self.ids or top_k < 1:
+            return []
+        query = np.asarray(vector, dtype=np.float32)
+        scores = self.vectors @ (query / (np.linalg.norm(query) or 1.0))
+        if filter:
+            scores = np.where(self._mask(filter), scores, -np.inf)
+        k = min(top_k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        floor = -np.inf if min_score is None else min_score
+        return [
+            Hit(self.ids[i], float(scores[i]), dict(self.payloads[i]))
+            for i in best
+            if scores[i] > -np.inf and scores[i] >= floor
+        ]
+
+    def _mask(self, filter: Mapping[str, str]) -> npt.NDArray[np.bool_]:
+        mask = np.ones(len(self.ids), dtype=np.bool_)
+        for key, value in filter.items():
+            cached = self.masks.get((key, value))
+            if cached is None:
+                if len(self.masks) >= _MASK_CACHE:
+                    self.masks.clear()
+                cached = np.fromiter((_matches(p.get(key), value) for p in self.payloads), np.bool_, len(self.ids))
+                self.masks[(key, value)] = cached
+            mask &= cached
+        return mask
+
+
+def _matches(stored: object, wanted: str) -> bool:
+    """Qdrant's ``MatchValue``: equal, or, for a list, one of its items."""
+    return stored == wanted or (isinstance(stored, list) and wanted in stored)

@@ -1,0 +1,1 @@
+"""The seam to model providers: one small protocol, one module per provider, errors mapped once."""

@@ -1,0 +1,134 @@
+"""Loading settings and policies: expansion, defaults and errors that name file, line and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config.load import find_settings_file, load_config
+from gateway.config.yaml_source import expand_env, parse_yaml
+from gateway.errors import ConfigError
+from tests.conftest import write_files
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _errors(tmp_path: Path, files: dict[str, str]) -> list[str]:
+    write_files(tmp_path, files)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "prefit.yaml")
+    return [str(issue).replace(str(tmp_path) + "/", "") for issue in caught.value.issues]
+
+
+SETTINGS = "upstreams:\n  main: {base_url: http://127.0.0.1:9/v1}\ndefault_upstream: main\n"
+
+
+def test_env_expansion_forms() -> None:
+    unset: set[str] = set()
+    env = {"A": "1", "EMPTY": ""}
+    assert expand_env("${A}-${B:-two}-${EMPTY:-three}-${C}", env, unset) == "1-two-three-"
+    assert unset == {"C"}
+
+
+def test_env_reference_inside_flow_mapping_is_valid(tmp_path: Path) -> None:
+    located = parse_yaml("u: {key: ${K}, other: x}\n", "s.yaml", {"K": "v: [not yaml structure]"})
+    assert located.data == {"u": {"key": "v: [not yaml structure]", "other": "x"}}
+
+
+def test_built_in_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    config = load_config(None, cwd=tmp_path)
+    upstream = config.settings.upstreams["openai"]
+    assert upstream.base_url == "https://api.openai.com/v1"
+    assert upstream.api_key is not None and upstream.api_key.get_secret_value() == "sk-test"
+    assert config.settings.default_upstream == "openai"
+    assert config.policies == {}
+
+
+def test_settings_file_is_found_in_working_directory(tmp_path: Path) -> None:
+    assert find_settings_file(None, tmp_path) is None
+    (tmp_path / "prefit.yaml").write_text(SETTINGS)
+    assert find_settings_file(None, tmp_path) == tmp_path / "prefit.yaml"
+
+
+def test_policy_defaults_come_from_file_name_and_settings(tmp_path: Path) -> None:
+    write_files(tmp_path, {"prefit.yaml": SETTINGS, "policies/triage.yaml": "params: {temperature: 0}\n"})
+    policy = load_config(tmp_path / "prefit.yaml").policies["triage"]
+    assert (policy.primary.upstream, policy.primary.upstream_model) == ("main", "triage")
+
+
+def test_every_error_in_every_file_is_reported(tmp_path: Path) -> None:
+    errors = _errors(
+        tmp_path,
+        {
+            "prefit.yaml": SETTINGS,
+            "policies/a.yaml": "upstream: nowhere\n",
+            "policies/b.yaml": "model: shared\nparms: {temperature: 0}\n",
+            "policies/c.yaml": "model: shared\n",
+            "policies/d.yaml": "model: shared\n",
+            "policies/e.yaml": "params: [1, 2\n",
+            "policies/f.yaml": "params: {messages: []}\n",
+            "policies/g.yaml": "- just\n- a list\n",
+        },
+    )
+    assert errors == [
+        "policies/a.yaml:1:11: upstream: unknown upstream 'nowhere' (known: main)",
+        "policies/b.yaml:2:1: parms: unknown key",
+        "policies/d.yaml: model: model 'shared' is already served by policies/c.yaml",
+        "policies/e.yaml:2:1: invalid YAML: while parsing a flow sequence expected ',' or ']', but got '<stream end>'",
+        "policies/f.yaml:1:9: params: messages cannot be set as a parameter",
+        "policies/g.yaml:1:1: the file must hold a mapping of keys",
+    ]
+
+
+def test_settings_errors_name_line_and_field(tmp_path: Path) -> None:
+    errors = _errors(
+        tmp_path,
+        {
+            "prefit.yaml": """
+            upstreams:
+              main: {base_url: "ftp://x", timeout_s: -1}
+            default_upstream: other
+            keys: ["", "sha256:nothex"]
+            """,
+        },
+    )
+    assert errors == [
+        "prefit.yaml:2:20: upstreams.main.base_url: must be an http:// or https:// URL",
+        "prefit.yaml:2:42: upstreams.main.timeout_s: Input should be greater than 0",
+        "prefit.yaml:4:8: keys[0]: a key must not be empty",
+        "prefit.yaml:4:12: keys[1]: a hashed key must be 'sha256:' followed by 64 hex digits",
+    ]
+
+
+def test_missing_settings_file_and_missing_policies_dir(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yaml")
+    assert str(caught.value).endswith("absent.yaml: cannot read file: No such file or directory")
+    errors = _errors(tmp_path, {"prefit.yaml": SETTINGS + "policies_dir: nope\n"})
+    assert errors[0].startswith("prefit.yaml:4:15: policies_dir: directory not found:")
+
+
+def test_shipped_policies_load() -> None:
+    config = load_config(None, cwd=REPO)
+    assert "assistant" in config.policies
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    write_files(tmp_path, {"prefit.yaml": SETTINGS, "policies/x.yaml": "upstream_model: 3\nextra: 1\n"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--config", str(tmp_path / "prefit.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1
+    assert "policies/x.yaml:1:17: upstream_model: Input should be a valid string" in bad.stderr
+    assert "policies/x.yaml:2:1: extra: unknown key" in bad.stderr
+    (tmp_path / "policies/x.yaml").write_text("upstream_model: gpt-4o-mini\n")
+    good = subprocess.run([sys.executable, "-m", "gateway", "check"], capture_output=True, text=True, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "gpt-4o-mini" in good.stdout
