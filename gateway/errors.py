@@ -24,6 +24,8 @@ Messages never carry keys: the upstream client scrubs them before raising.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "UpstreamStatus",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "unknown_key",
 ]
 
 
@@ -211,3 +214,9 @@ class ConfigError(Exception):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(issue) for issue in issues))
+
+
+def unknown_key(key: str, allowed: Iterable[str]) -> str:
+    """``unknown key``, with the allowed key it most resembles when one is close (a typo)."""
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"

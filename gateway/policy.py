@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.errors import unknown_key
+
 __all__ = [
     "MAX_STEPS",
     "MODEL_NAME_PATTERN",
@@ -282,6 +284,8 @@ class VariantSpec(BaseModel):
     @model_validator(mode="after")
     def _only_overridable(self) -> VariantSpec:
         for key in self.model_extra or {}:
+            if key not in PolicySpec.model_fields:
+                raise ValueError(f"{key!r}: {unknown_key(key, sorted(VARIANT_OVERRIDABLE))}")
             if key not in VARIANT_OVERRIDABLE:
                 raise ValueError(f"{key!r} cannot be overridden by a variant")
         return self

@@ -42,12 +42,21 @@ FieldPath = tuple[str | int, ...]
 class LayerError(ValueError):
     """A policy a layer cannot build from; names the policy field and, for files, where in them."""
 
-    def __init__(self, field: FieldPath, message: str, *, file: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self,
+        field: FieldPath,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
         self.file = file
         self.line = line
+        self.column = column
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,9 @@ The template is compiled once at load. If it reads no request metadata it is ren
 too, so a request pays only for inserting a message. Templates see the policy's ``vars`` as
 top-level names and ``metadata`` (only the whitelisted keys of the request's ``metadata``); they
 cannot reach the environment, the filesystem or Python internals (``ImmutableSandboxedEnvironment``).
+The environment has no globals (Jinja's ``range``, ``lipsum``, ``cycler``... would print function
+reprs and memory addresses) and only plain text, number and list filters, so a template sees
+exactly the names its caller passes, and any other name is a load error with its line.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 from typing import Any, Self
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.errors import InvalidRequest
@@ -26,10 +29,25 @@ _RUNTIME_NAMES = frozenset({"metadata"})
 _MAX_METADATA_VALUE = 512
 
 
+#: Filters that only transform text, numbers and lists. Left out: ``pprint`` (prints any object's
+#: repr, memory addresses included) and ``attr`` (attribute lookup by a computed name).
+_SAFE_FILTERS = frozenset(
+    {
+        "abs", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape",
+        "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent", "int", "items",
+        "join", "last", "length", "list", "lower", "map", "max", "min", "random", "reject", "rejectattr",
+        "replace", "reverse", "round", "safe", "select", "selectattr", "slice", "sort", "string",
+        "striptags", "sum", "title", "tojson", "trim", "truncate", "unique", "upper", "urlencode", "urlize",
+        "wordcount", "wordwrap", "xmlattr",
+    }
+)  # fmt: skip
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env.globals.clear()
+    env.filters = {name: env.filters[name] for name in _SAFE_FILTERS & set(env.filters)}
+    return env
 
 
 _ENV = _environment()
@@ -46,13 +64,23 @@ def compile_template(
     """Compile ``source`` and check every name it reads is allowed. Raises ``LayerError``."""
     try:
         parsed = _ENV.parse(source)
+        names = meta.find_undeclared_variables(parsed)
+    except jinja2.TemplateAssertionError as exc:
+        raise LayerError(field, f"template error: {exc.message}", file=origin, line=exc.lineno) from None
     except jinja2.TemplateSyntaxError as exc:
         raise LayerError(field, f"template syntax error: {exc.message}", file=origin, line=exc.lineno) from None
-    names = meta.find_undeclared_variables(parsed)
     unknown = sorted(names - allowed)
     if unknown:
-        raise LayerError(field, f"template uses undefined variable(s): {', '.join(unknown)}", file=origin)
+        line = _first_line(parsed, set(unknown))
+        message = f"template uses undefined variable(s): {', '.join(unknown)}"
+        raise LayerError(field, message, file=origin, line=line)
     return _ENV.from_string(source), names
+
+
+def _first_line(parsed: nodes.Template, names: set[str]) -> int | None:
+    """The first line that reads one of ``names``."""
+    lines = [node.lineno for node in parsed.find_all(nodes.Name) if node.ctx == "load" and node.name in names]
+    return min(lines, default=None)
 
 
 class PromptLayer(PassThrough):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.config.yaml_source import NotUtf8, decode_utf8
 from middleware.base import FieldPath, LayerError, SourceText
 
 __all__ = ["PolicyFiles"]
@@ -51,8 +52,10 @@ class PolicyFiles:
             return SourceText(value)
         target = self.resolve(field, value)
         try:
-            text = target.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = decode_utf8(target.read_bytes())
+        except OSError as exc:
             raise LayerError(field, f"cannot read {value[len(_PREFIX) :]}: {exc}") from None
+        except NotUtf8 as exc:
+            raise LayerError(field, exc.message, file=self._display(target), line=exc.line, column=exc.column) from None
         self.read_files.append(target)
         return SourceText(text, self._display(target))

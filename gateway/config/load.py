@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import time
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from gateway.config.variants import VariantTable
 from gateway.config.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
 from gateway.engine.chain import Chain, build_inline_steps
 from gateway.engine.pipeline import LAYER_TYPES, Pipeline
-from gateway.errors import ConfigError, ConfigIssue, InvalidRequest
+from gateway.errors import ConfigError, ConfigIssue, InvalidRequest, unknown_key
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
 from gateway.retrieval.resources import ResourceHub
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
@@ -134,19 +136,55 @@ def _validate(model: type[_Model], located: Located, issues: list[ConfigIssue]) 
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False):
             loc = tuple(error["loc"])
-            message = _message(error)
+            message = _message(error, model)
             issues.append(located.issue(loc, message, key=error["type"] == "extra_forbidden"))
         return None
 
 
-def _message(error: Any) -> str:
+def _message(error: Any, model: type[BaseModel]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        loc = tuple(error["loc"])
+        return unknown_key(str(loc[-1]), _keys_at(model, loc[:-1]))
     if kind == "missing":
         return "required key is missing"
     message: str = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys allowed in the mapping at ``loc`` of ``model``'s data (none if it is not a model)."""
+    current: Any = model
+    for part in loc:
+        current = _child(current, part)
+    found = _model_in(current)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """``annotation`` if it is a model, else the first model among a union's members."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((m for m in map(_model_in, typing.get_args(annotation)) if m is not None), None)
+    return None
+
+
+def _child(annotation: Any, part: str | int) -> Any:
+    """The type of ``part`` inside a value of type ``annotation``; a union is searched member by member."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        found = annotation.model_fields.get(str(part))
+        return found.annotation if found is not None else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple) and isinstance(part, int) and args:
+        return args[0]
+    if origin is dict and isinstance(part, str) and len(args) == 2:
+        return args[1]
+    if origin in (typing.Union, types.UnionType):
+        members = [m for m in (_child(arg, part) for arg in args) if m is not None]
+        # pydantic names the union member in the error's location (``list[ExampleSpec]``): skip it.
+        return members[0] if members else annotation
+    return None
 
 
 def _load_settings(settings_file: Path | None, issues: list[ConfigIssue]) -> tuple[Settings | None, Located | None]:
@@ -188,14 +226,12 @@ def _build_layers(spec: PolicySpec, context: BuildContext) -> tuple[list[Layer],
     return layers, prompt_hash
 
 
-def _check_chains(policies: dict[str, LoadedPolicy], issues: list[ConfigIssue]) -> None:
+def _check_chains(policies: dict[str, LoadedPolicy], located: Mapping[str, Located], issues: list[ConfigIssue]) -> None:
     """Every step names a loaded policy, no chain reaches itself, and nesting stays shallow."""
 
     def calls(name: str) -> set[str]:
         policy = policies.get(name)
-        if policy is None:
-            return set()
-        return {step.model for v in policy.variants if v.chain for step in v.chain.steps if step.model}
+        return {step.model for step in policy.spec.steps if step.model} if policy else set()
 
     def depth(name: str, trail: tuple[str, ...]) -> int:
         if name in trail:
@@ -204,20 +240,20 @@ def _check_chains(policies: dict[str, LoadedPolicy], issues: list[ConfigIssue]) 
         return 1 + max(below, default=0)
 
     for name, policy in policies.items():
-        if not any(v.chain for v in policy.variants):
+        steps, where = policy.spec.steps, located[name]
+        if not steps:
             continue
-        missing = sorted(m for m in calls(name) if m not in policies)
-        for model in missing:
-            issues.append(ConfigIssue(policy.source, f"step model {model!r} is not a policy", field="steps"))
+        for index, step in enumerate(steps):
+            if step.model is not None and step.model not in policies:
+                issues.append(where.issue(("steps", index, "model"), f"step model {step.model!r} is not a policy"))
         try:
             levels = depth(name, ())
         except _Cycle as cycle:
-            issues.append(ConfigIssue(policy.source, f"chain cycle: {' -> '.join(cycle.path)}", field="steps"))
+            index = next(i for i, step in enumerate(steps) if step.model == cycle.path[1])
+            issues.append(where.issue(("steps", index), f"chain cycle: {' -> '.join(cycle.path)}"))
             continue
         if levels > MAX_CHAIN_DEPTH:
-            issues.append(
-                ConfigIssue(policy.source, f"chains nest {levels} deep; at most {MAX_CHAIN_DEPTH}", field="steps")
-            )
+            issues.append(where.issue(("steps",), f"chains nest {levels} deep; at most {MAX_CHAIN_DEPTH}", key=True))
 
 
 class _Cycle(Exception):
@@ -252,7 +288,8 @@ class _PolicyLoader:
         field = (*prefix, *error.field)
         if error.file is not None:
             dotted = ".".join(str(part) for part in field)
-            self.issues.append(ConfigIssue(error.file, error.message, line=error.line, field=dotted))
+            issue = ConfigIssue(error.file, error.message, line=error.line, column=error.column, field=dotted)
+            self.issues.append(issue)
         else:
             self.issue(field, error.message)
 
@@ -330,7 +367,8 @@ class _PolicyLoader:
             try:
                 layers, _ = _build_layers(inline, context)
             except LayerError as error:
-                raise LayerError(("steps", index, "system"), error.message, file=error.file, line=error.line) from None
+                field = ("steps", index, "system")
+                raise LayerError(field, error.message, file=error.file, line=error.line, column=error.column) from None
             return Pipeline(tuple(layers))
 
         metadata_keys = tuple(spec.prompt.metadata) if spec.prompt else ()
@@ -344,7 +382,8 @@ class _PolicyLoader:
             for error in exc.errors(include_url=False, include_input=False):
                 loc = tuple(error["loc"])
                 if loc and loc[0] in overrides:
-                    self.issue(("variants", index, *loc), _message(error), key=error["type"] == "extra_forbidden")
+                    key = error["type"] == "extra_forbidden"
+                    self.issue(("variants", index, *loc), _message(error, PolicySpec), key=key)
             return None
 
     def load(self) -> LoadedPolicy | None:
@@ -387,31 +426,33 @@ class _PolicyLoader:
 
 def _load_policy(
     path: Path, settings: Settings, settings_dir: Path, resources: Resources | None, issues: list[ConfigIssue]
-) -> LoadedPolicy | None:
+) -> tuple[LoadedPolicy, Located] | None:
     try:
         located = read_yaml(path, _display(path))
     except YamlProblem as problem:
         issues.append(problem.issue)
         return None
-    return _PolicyLoader(path, located, settings, settings_dir, resources, issues).load()
+    policy = _PolicyLoader(path, located, settings, settings_dir, resources, issues).load()
+    return None if policy is None else (policy, located)
 
 
 def _load_policies(
     policies_dir: Path, settings: Settings, settings_dir: Path, resources: Resources | None, issues: list[ConfigIssue]
 ) -> dict[str, LoadedPolicy]:
     policies: dict[str, LoadedPolicy] = {}
+    located: dict[str, Located] = {}
     for path in _policy_files(policies_dir):
-        policy = _load_policy(path, settings, settings_dir, resources, issues)
-        if policy is None:
+        loaded = _load_policy(path, settings, settings_dir, resources, issues)
+        if loaded is None:
             continue
+        policy, where = loaded
         if policy.name in policies:
             first = policies[policy.name].source
-            issues.append(
-                ConfigIssue(policy.source, f"model {policy.name!r} is already served by {first}", field="model")
-            )
+            issues.append(where.issue(("model",), f"model {policy.name!r} is already served by {first}"))
             continue
         policies[policy.name] = policy
-    _check_chains(policies, issues)
+        located[policy.name] = where
+    _check_chains(policies, located, issues)
     return policies
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from gateway.errors import ConfigIssue
 
-__all__ = ["Located", "Position", "YamlProblem", "expand_env", "parse_yaml", "read_yaml"]
+__all__ = ["Located", "NotUtf8", "Position", "YamlProblem", "decode_utf8", "expand_env", "parse_yaml", "read_yaml"]
 
 Path_ = tuple[int | str, ...]
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -54,11 +54,9 @@ class Located:
             probe = probe[:-1]
 
     def issue(self, path: Path_, message: str, *, key: bool = False) -> ConfigIssue:
-        pos = self.position(path, key=key)
-        dotted = _dotted(path)
-        if pos is None:
-            return ConfigIssue(self.file, message, field=dotted)
-        return ConfigIssue(self.file, message, line=pos.line, column=pos.column, field=dotted)
+        """An issue at ``path``; in an empty document, at its start."""
+        pos = self.position(path, key=key) or Position(1, 1)
+        return ConfigIssue(self.file, message, line=pos.line, column=pos.column, field=_dotted(path))
 
 
 def _dotted(path: Path_) -> str:
@@ -147,30 +145,85 @@ class _Builder:
 def read_yaml(path: Path, display_name: str, env: Mapping[str, str] | None = None) -> Located:
     """Read and parse one YAML file. Raises ``YamlProblem`` naming the file (and line, if any)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise YamlProblem(ConfigIssue(display_name, f"cannot read file: {reason}")) from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise YamlProblem(ConfigIssue(display_name, f"cannot read file: {exc.strerror or exc}")) from None
+    try:
+        text = decode_utf8(data)
+    except NotUtf8 as exc:
+        raise YamlProblem(ConfigIssue(display_name, exc.message, line=exc.line, column=exc.column)) from None
     return parse_yaml(text, display_name, env)
+
+
+class NotUtf8(ValueError):
+    """Bytes that are not UTF-8; names the line and column (in characters) of the first bad byte."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+def decode_utf8(data: bytes) -> str:
+    """``data`` as text. Raises ``NotUtf8`` pointing at the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8")) + 1
+        bad = data[exc.start : exc.end].hex()
+        raise NotUtf8(f"not UTF-8: byte 0x{bad} ({exc.reason})", line, column) from None
 
 
 def parse_yaml(text: str, display_name: str, env: Mapping[str, str] | None = None) -> Located:
     """Parse YAML text. Raises ``YamlProblem`` with the line and column of a syntax error."""
     located = Located(display_name, None)
+    hidden, refs = _hide_env_refs(text)
     try:
-        hidden, refs = _hide_env_refs(text)
         node = yaml.compose(hidden, Loader=yaml.SafeLoader)
         builder = _Builder(located, os.environ if env is None else env, refs)
         located.data = None if node is None else builder.build(node, ())
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
         message = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
-        line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
+        pos = _error_position(exc, hidden)
+        line, column = (pos.line, pos.column) if pos else (None, None)
         raise YamlProblem(ConfigIssue(display_name, f"invalid YAML: {message}", line=line, column=column)) from None
+    except yaml.reader.ReaderError as exc:
+        pos = _position_at(hidden, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = f"invalid YAML: unacceptable character #x{code:04x}: {exc.reason}"
+        raise YamlProblem(ConfigIssue(display_name, message, line=pos.line, column=pos.column)) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(ConfigIssue(display_name, f"invalid YAML: {exc}")) from None
     return located
+
+
+def _error_position(exc: yaml.MarkedYAMLError, text: str) -> Position | None:
+    """Where the mistake is, which is not always where PyYAML noticed it.
+
+    A scanner error's context mark is the token it could not finish (the opening quote of an
+    unclosed string, a key without its colon); the problem mark is only where it gave up, often the
+    next line or the end of the file. An error found at the end of the file belongs to the
+    construct left open (the context mark) when there is one, else to the file's last line.
+    """
+    problem, context = exc.problem_mark, exc.context_mark
+    mark = problem
+    if context is not None and (
+        problem is None or problem.index >= len(text) or isinstance(exc, yaml.scanner.ScannerError)
+    ):
+        mark = context
+    if mark is None:
+        return None
+    if mark.index >= len(text) and text.endswith("\n"):
+        return _position_at(text, len(text) - 1)
+    return Position(mark.line + 1, mark.column + 1)
+
+
+def _position_at(text: str, index: int) -> Position:
+    line_start = text.rfind("\n", 0, index) + 1
+    return Position(text.count("\n", 0, index) + 1, index - line_start + 1)
 
 
 class YamlProblem(Exception):

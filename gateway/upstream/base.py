@@ -53,9 +53,7 @@ class Upstream(Protocol):
     def scrub(self, text: str) -> str:
         """``text`` with this upstream's credentials removed."""
 
-    async def complete(
-        self, path: str, body: bytes, request_id: str, timeout_s: float | None = None
-    ) -> dict[str, Any]:
+    async def complete(self, path: str, body: bytes, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """A whole answer as a JSON object. Raises ``UpstreamError``."""
 
     async def open_stream(

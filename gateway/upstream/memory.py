@@ -59,9 +59,7 @@ class MemoryUpstream:
             reply = await reply
         return reply
 
-    async def complete(
-        self, path: str, body: bytes, request_id: str, timeout_s: float | None = None
-    ) -> dict[str, Any]:
+    async def complete(self, path: str, body: bytes, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         reply = await self._reply(path, body, request_id, False, timeout_s)
         if not isinstance(reply, dict):
             raise TypeError("the handler returned stream events for a whole answer")

@@ -76,9 +76,9 @@ def test_every_error_in_every_file_is_reported(tmp_path: Path) -> None:
     )
     assert errors == [
         "policies/a.yaml:1:11: upstream: unknown upstream 'nowhere' (known: main)",
-        "policies/b.yaml:2:1: parms: unknown key",
-        "policies/d.yaml: model: model 'shared' is already served by policies/c.yaml",
-        "policies/e.yaml:2:1: invalid YAML: while parsing a flow sequence expected ',' or ']', but got '<stream end>'",
+        "policies/b.yaml:2:1: parms: unknown key (did you mean params?)",
+        "policies/d.yaml:1:8: model: model 'shared' is already served by policies/c.yaml",
+        "policies/e.yaml:1:9: invalid YAML: while parsing a flow sequence expected ',' or ']', but got '<stream end>'",
         "policies/f.yaml:1:9: params: messages cannot be set as a parameter",
         "policies/g.yaml:1:1: the file must hold a mapping of keys",
     ]
@@ -101,6 +101,25 @@ def test_settings_errors_name_line_and_field(tmp_path: Path) -> None:
         "prefit.yaml:2:42: upstreams.main.timeout_s: Input should be greater than 0",
         "prefit.yaml:4:8: keys[0]: a key must not be empty",
         "prefit.yaml:4:12: keys[1]: a hashed key must be 'sha256:' followed by 64 hex digits",
+    ]
+
+
+def test_unknown_settings_keys_suggest_the_close_match(tmp_path: Path) -> None:
+    errors = _errors(
+        tmp_path,
+        {
+            "prefit.yaml": """
+            upstreams:
+              main: {base_url: "http://127.0.0.1:9/v1", timeot_s: 5}
+            default_upstrem: main
+            colour: blue
+            """,
+        },
+    )
+    assert errors == [
+        "prefit.yaml:2:45: upstreams.main.timeot_s: unknown key (did you mean timeout_s?)",
+        "prefit.yaml:3:1: default_upstrem: unknown key (did you mean default_upstream?)",
+        "prefit.yaml:4:1: colour: unknown key",
     ]
 
 

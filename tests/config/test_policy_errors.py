@@ -21,14 +21,14 @@ upstreams:
 default_upstream: main
 """
 
-CASES: dict[str, tuple[dict[str, str], list[str]]] = {
+CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
     "unknown top-level key": (
         {"policies/p.yaml": "upstream_model: m\ntemprature: 0\n"},
         ["policies/p.yaml:2:1: temprature: unknown key"],
     ),
     "unknown nested key": (
         {"policies/p.yaml": "prompt:\n  system: hi\n  verison: v1\n"},
-        ["policies/p.yaml:3:3: prompt.verison: unknown key"],
+        ["policies/p.yaml:3:3: prompt.verison: unknown key (did you mean version?)"],
     ),
     "wrong type": (
         {"policies/p.yaml": "few_shot:\n  max_examples: many\n"},
@@ -115,7 +115,7 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
     "two policies claiming one model name": (
         {"policies/a.yaml": "model: bot\n", "policies/b.yaml": "model: bot\n"},
-        ["policies/b.yaml: model: model 'bot' is already served by policies/a.yaml"],
+        ["policies/b.yaml:1:8: model: model 'bot' is already served by policies/a.yaml"],
     ),
     "bad answer pattern": (
         {"policies/p.yaml": "prompt:\n  reasoning: {answer_pattern: 'Answer: (.*'}\n"},
@@ -134,15 +134,22 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
     "yaml syntax error": (
         {"policies/p.yaml": "prompt:\n  system: 'unclosed\n"},
-        ["policies/p.yaml:3:1: invalid YAML: while scanning a quoted scalar found unexpected end of stream"],
+        ["policies/p.yaml:2:11: invalid YAML: while scanning a quoted scalar found unexpected end of stream"],
     ),
     "chain step naming a missing policy": (
         {"policies/p.yaml": "steps:\n  - {name: one, model: ghost}\n"},
-        ["policies/p.yaml: steps: step model 'ghost' is not a policy"],
+        ["policies/p.yaml:2:24: steps[0].model: step model 'ghost' is not a policy"],
     ),
     "chain cycle": (
-        {"policies/a.yaml": "steps: [{name: s, model: b}]\n", "policies/b.yaml": "steps: [{name: s, model: a}]\n"},
-        ["policies/a.yaml: steps: chain cycle: a -> b -> a", "policies/b.yaml: steps: chain cycle: b -> a -> b"],
+        {
+            "policies/a.yaml": "steps: [{name: s, model: b}]\n",
+            "policies/b.yaml": "steps:\n  - {name: s, model: o}\n  - {name: t, model: a}\n",
+            "policies/o.yaml": "upstream_model: m\n",
+        },
+        [
+            "policies/a.yaml:1:9: steps[0]: chain cycle: a -> b -> a",
+            "policies/b.yaml:3:5: steps[1]: chain cycle: b -> a -> b",
+        ],
     ),
     "step with both model and system": (
         {"policies/p.yaml": "steps:\n  - {name: one, model: x, system: hi}\n"},
@@ -154,6 +161,58 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
             "policies/p.yaml": "steps:\n  - {name: one, model: o, input: '{{ nope }}'}\n",
         },
         ["policies/p.yaml:2:34: steps[0].input: template uses undefined variable(s): nope"],
+    ),
+    "unknown key with a close match": (
+        {"policies/p.yaml": "upstream_model: m\nfewshot:\n  examples: []\n"},
+        ["policies/p.yaml:2:1: fewshot: unknown key (did you mean few_shot?)"],
+    ),
+    "unknown key inside a list item": (
+        {"policies/p.yaml": "steps:\n  - {name: one, modle: o}\n"},
+        ["policies/p.yaml:2:17: steps[0].modle: unknown key (did you mean model?)"],
+    ),
+    "unknown key in a variant override": (
+        {"policies/p.yaml": "variants:\n  - {name: a, weight: 1, fewshot: {max_examples: 2}}\n"},
+        ["policies/p.yaml:2:5: variants[0]: 'fewshot': unknown key (did you mean few_shot?)"],
+    ),
+    "yaml key without its colon": (
+        {"policies/p.yaml": "prompt:\n  system: hi\n  vars\nupstream_model: m\n"},
+        ["policies/p.yaml:3:3: invalid YAML: while scanning a simple key could not find expected ':'"],
+    ),
+    "policy file that is not utf-8": (
+        {"policies/p.yaml": b"upstream_model: m\nprompt:\n  system: caf\xe9 au lait\n"},
+        ["policies/p.yaml:3:14: not UTF-8: byte 0xe9 (invalid continuation byte)"],
+    ),
+    "prompt file that is not utf-8": (
+        {"policies/p.yaml": "prompt: {system: 'file:p.md'}\n", "policies/p.md": b"Line one\nna\xefve \xff\n"},
+        ["policies/p.md:2:3: prompt.system: not UTF-8: byte 0xef (invalid continuation byte)"],
+    ),
+    "jinja globals in a prompt file": (
+        {
+            "policies/p.yaml": "prompt: {system: 'file:prompts/p.md'}\n",
+            "policies/prompts/p.md": "Line one\n{{ '%s'|format(lipsum) }}{{ cycler }}\n{{ joiner }}\n",
+        },
+        ["policies/prompts/p.md:2: prompt.system: template uses undefined variable(s): cycler, joiner, lipsum"],
+    ),
+    "jinja global in a step input": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: one, model: o, input: '{{ range(3) }}'}\n",
+        },
+        ["policies/p.yaml:2:34: steps[0].input: template uses undefined variable(s): range"],
+    ),
+    "filter that prints object internals": (
+        {"policies/p.yaml": "prompt:\n  system: '{{ company|pprint }}'\n  vars: {company: Acme}\n"},
+        ["policies/p.yaml:2:11: prompt.system: template error: No filter named 'pprint'."],
+    ),
+    "chains nested too deep": (
+        {
+            "policies/a.yaml": "steps: [{name: s, model: b}]\n",
+            "policies/b.yaml": "steps: [{name: s, model: c}]\n",
+            "policies/c.yaml": "steps: [{name: s, model: d}]\n",
+            "policies/d.yaml": "steps: [{name: s, model: e}]\n",
+            "policies/e.yaml": "upstream_model: m\n",
+        },
+        ["policies/a.yaml:1:1: steps: chains nest 5 deep; at most 4"],
     ),
     "bad sticky key": (
         {"policies/p.yaml": "sticky_key: cookie\n"},
@@ -168,7 +227,11 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_broken_policy_reports_precise_error(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files, expected = CASES[case]
-    write_files(tmp_path, {"prefit.yaml": SETTINGS, **files})
+    write_files(tmp_path, {"prefit.yaml": SETTINGS, **{k: v for k, v in files.items() if isinstance(v, str)}})
+    for name, data in files.items():
+        if isinstance(data, bytes):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "prefit.yaml")

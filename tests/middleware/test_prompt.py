@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import InvalidRequest
+from middleware.base import LayerError
 from tests.middleware.helpers import call_for, pipeline, prepared
 
 USER = {"role": "user", "content": "hi"}
@@ -36,6 +37,29 @@ async def test_sandbox_blocks_python_internals() -> None:
 async def test_templates_cannot_read_the_environment() -> None:
     with pytest.raises(Exception, match="undefined variable"):
         pipeline({"prompt": {"system": "{{ environ }} {{ os }}"}})
+
+
+def test_templates_see_no_jinja_globals() -> None:
+    with pytest.raises(LayerError) as caught:
+        pipeline({"prompt": {"system": "{{ '%s'|format(lipsum) }}{{ cycler }}{{ joiner }}"}})
+    assert caught.value.message == "template uses undefined variable(s): cycler, joiner, lipsum"
+
+
+@pytest.mark.parametrize("template", ["{{ company|pprint }}", "{{ company|attr('upper') }}"])
+def test_filters_that_reach_into_objects_are_gone(template: str) -> None:
+    with pytest.raises(LayerError, match="template error: No filter named"):
+        pipeline({"prompt": {"system": template, "vars": {"company": "Acme"}}})
+
+
+async def test_text_and_list_filters_still_work() -> None:
+    policy = {
+        "prompt": {
+            "system": "{{ company|upper|replace('A', 'a') }}: {{ tags|sort|join(', ') }} ({{ '%.1f'|format(score) }})",
+            "vars": {"company": "Acme", "tags": ["b", "a"], "score": 0.25},
+        }
+    }
+    body = await prepared(policy, [USER])
+    assert body["messages"][0]["content"] == "aCME: a, b (0.2)"
 
 
 @pytest.mark.parametrize(
