@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 import socket
 import sys
@@ -16,6 +15,7 @@ from gateway.config.load import Config, find_settings_file, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.server import create_app
+from gateway.serving.auth import is_loopback
 
 __all__ = ["main"]
 
@@ -40,15 +40,6 @@ def _load_or_exit(config_path: Path | None) -> Config:
             click.echo(f"error: {issue}", err=True)
         click.echo(f"{len(exc.issues)} configuration error(s); nothing was started.", err=True)
         sys.exit(1)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -113,7 +104,7 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     """Serve the gateway."""
     configure_logging(log_level)
     config = _load_or_exit(config_path)
-    if not config.settings.keys and not _is_loopback(host):
+    if not config.settings.keys and not is_loopback(host):
         log.warning(
             "no gateway keys are configured and %s is not a loopback address: anyone who can reach "
             "this port can spend your upstream credit; set `keys:` in prefit.yaml",

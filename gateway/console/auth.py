@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from starlette.responses import Response
 
 from gateway.serving.auth import KeyRing
 
-__all__ = ["COOKIE", "LOGIN_COOKIE", "ConsoleAuth", "Session", "is_local"]
+__all__ = ["COOKIE", "LOGIN_COOKIE", "ConsoleAuth", "Session"]
 
 COOKIE = "prefit_console"
 LOGIN_COOKIE = "prefit_console_login"
@@ -34,7 +33,6 @@ _SESSION_TTL_S = 8 * 3600.0
 _LOGIN_TTL_S = 3600.0
 _MAX_SESSIONS = 1024
 _PATH = "/console"
-_FORWARDED = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
 
 
 @dataclass(slots=True)
@@ -45,17 +43,6 @@ class Session:
     key: str | None
     expires: float
     csrf: str
-
-
-def is_local(request: Request) -> bool:
-    """A loopback client that no proxy speaks for."""
-    if any(name in _FORWARDED for name, _ in request.scope["headers"]):
-        return False
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _over_tls(request: Request) -> bool:

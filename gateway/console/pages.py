@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.console.assets import STATIC_TYPES, load_static, template_environment
-from gateway.console.auth import LOGIN_COOKIE, ConsoleAuth, Session, is_local
+from gateway.console.auth import LOGIN_COOKIE, ConsoleAuth, Session
 from gateway.console.charts import interval_chart, sparkline
 from gateway.console.diff import prompt_diff
 from gateway.console.evals import list_runs, load_run, runs_dir
@@ -28,6 +28,7 @@ from gateway.console.playground import Playground, chat_body
 from gateway.console.policies import layer_names, prompt_sources, variant_view
 from gateway.console.stats import StatsRing
 from gateway.errors import PrefitError
+from gateway.serving.auth import is_local
 from gateway.serving.endpoints import read_body
 from gateway.serving.runtime import Runtime
 
@@ -105,7 +106,7 @@ class Console:
     def _session(self, request: Request, api: bool) -> tuple[Session, bool] | Response:
         """The session, with whether it is new; else the refusal to send."""
         keys = self.runtime.current.admin_keys
-        if not keys and not is_local(request):
+        if not keys and not is_local(request.scope):
             message = "The console is served only to local clients when no admin_keys are configured."
             return _json({"error": message}, 403) if api else self._page(request, "message.html", 403, message=message)
         session = self.auth.session(request, keys)

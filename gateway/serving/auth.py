@@ -1,5 +1,9 @@
 """Gateway keys: who may call ``/v1/*`` and ``/metrics``.
 
+The one trust question that is not about keys lives here too: ``is_local``, whether a caller is
+on this machine, which every loopback-only decision (variant pinning, the console without admin
+keys) asks the same way.
+
 Keys are kept only as sha256 digests (a configured plain key is hashed at load) and a presented
 key is compared against every digest with ``hmac.compare_digest``, so neither the match position
 nor the key's length shows in the timing.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Callable, Iterable
 
 import orjson
@@ -17,7 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import Unauthenticated
 
-__all__ = ["AuthMiddleware", "KeyRing", "bearer_token"]
+__all__ = ["AuthMiddleware", "KeyRing", "bearer_token", "is_local", "is_loopback"]
+
+#: Headers by which a reverse proxy says it speaks for someone else.
+_FORWARDED = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
 
 
 def _digest(secret: str) -> bytes:
@@ -56,6 +64,28 @@ def bearer_token(scope: Scope) -> str | None:
         if name == b"api-key":
             return value.decode("latin-1").strip() or None
     return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) names this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local(scope: Scope) -> bool:
+    """A caller on this machine that no proxy speaks for.
+
+    A proxy on the same host makes every request arrive from loopback, so a request that carries
+    forwarding headers is never local, whatever its socket address.
+    """
+    if any(name in _FORWARDED for name, _ in scope["headers"]):
+        return False
+    client = scope.get("client")
+    return client is not None and is_loopback(str(client[0]))
 
 
 class AuthMiddleware:

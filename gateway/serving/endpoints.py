@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,7 +34,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import CONTENT_TYPE_LATEST
-from gateway.serving.auth import bearer_token
+from gateway.serving.auth import bearer_token, is_local
 from gateway.serving.exchange import exchange_of
 from gateway.serving.render import render_request
 from gateway.serving.runtime import Runtime, Snapshot
@@ -148,20 +147,14 @@ def _sticky_value(
     return value if isinstance(value, str) else None
 
 
-def _is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _pinned_variant(request: Request, snapshot: Snapshot) -> str | None:
     """A variant the caller pins with ``x-prefit-variant``; only admins (or, with no admin keys, loopback)."""
     pinned = request.headers.get(_PIN_HEADER)
     if pinned is None:
         return None
-    trusted = snapshot.admin_keys.allows(bearer_token(request.scope)) if snapshot.admin_keys else _is_loopback(request)
+    trusted = (
+        snapshot.admin_keys.allows(bearer_token(request.scope)) if snapshot.admin_keys else is_local(request.scope)
+    )
     if not trusted:
         raise PermissionDenied(f"Pinning a variant with {_PIN_HEADER} needs an admin key.")
     return pinned

@@ -120,3 +120,23 @@ def test_an_admin_key_opens_the_api_and_may_pin_variants(locked: GatewayProcess,
         headers={"Authorization": "Bearer team-key-1", "x-prefit-variant": "default"},
     )
     assert refused.status_code == 403
+
+
+def test_loopback_behind_a_proxy_may_not_pin_variants(start_gateway, fake_upstream: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
+    """With no admin keys, only a local caller may pin; a proxy on this host is not one."""
+    gateway = start_gateway(
+        {
+            "prefit.yaml": f"upstreams:\n  fake: {{base_url: {fake_upstream.base_url}}}\ndefault_upstream: fake\n",
+            "policies/bot.yaml": "upstream_model: gpt-4o-mini\n",
+        }
+    )
+    body = {"model": "bot", "messages": [{"role": "user", "content": "x"}]}
+    direct = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers={"x-prefit-variant": "default"})
+    assert direct.status_code == 200, direct.text
+    proxied = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={"x-prefit-variant": "default", "x-forwarded-for": "203.0.113.9"},
+    )
+    assert proxied.status_code == 403
+    assert proxied.json()["error"]["code"] == "permission_denied"

@@ -6,7 +6,7 @@ import hashlib
 
 from pydantic import SecretStr
 
-from gateway.serving.auth import KeyRing, bearer_token
+from gateway.serving.auth import KeyRing, bearer_token, is_local, is_loopback
 
 
 def test_plain_and_hashed_keys() -> None:
@@ -33,3 +33,24 @@ def test_bearer_token_forms() -> None:
     assert bearer_token(scope((b"authorization", b"Basic abc"))) is None
     assert bearer_token(scope((b"api-key", b"k3"))) == "k3"
     assert bearer_token(scope()) is None
+
+
+def test_is_local_means_loopback_with_no_proxy_in_between() -> None:
+    def scope(host: str | None, *headers: tuple[bytes, bytes]) -> dict[str, object]:
+        return {"headers": list(headers), "client": (host, 5000) if host else None}
+
+    assert is_local(scope("127.0.0.1"))
+    assert is_local(scope("::1"))
+    assert not is_local(scope("10.1.2.3"))
+    assert not is_local(scope(None))
+    # A proxy on this host makes every request arrive from loopback: its headers say it is not local.
+    assert not is_local(scope("127.0.0.1", (b"x-forwarded-for", b"203.0.113.9")))
+    assert not is_local(scope("127.0.0.1", (b"forwarded", b"for=203.0.113.9")))
+    assert not is_local(scope("127.0.0.1", (b"x-real-ip", b"203.0.113.9")))
+
+
+def test_is_loopback_names_this_machine_only() -> None:
+    assert is_loopback("localhost")
+    assert is_loopback("127.0.0.5")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("example.com")
