@@ -1,21 +1,25 @@
-"""Prefit's one error hierarchy, mapped to HTTP in exactly one place (``gateway.server``).
+"""Prefit's one error hierarchy, turned into HTTP in exactly one place (``gateway.serving.http``).
 
 ::
 
     PrefitError                     status  type                    code
     ├── InvalidRequest              400     invalid_request_error   (varies)
-    │   └── BodyTooLarge            413     invalid_request_error   request_too_large
+    │   ├── BodyTooLarge            413     invalid_request_error   request_too_large
+    │   └── MethodNotAllowed        405     invalid_request_error   method_not_allowed
     ├── Unauthenticated             401     authentication_error    invalid_api_key
-    ├── ModelNotFound               404     invalid_request_error   model_not_found
+    ├── NotFound                    404     invalid_request_error   not_found
+    │   └── ModelNotFound           404     invalid_request_error   model_not_found
     ├── RateLimited                 429     rate_limit_error        rate_limit_exceeded
     ├── PermissionDenied            403     permission_error        permission_denied
     ├── ServiceUnavailable          503     server_error            service_unavailable
     ├── UpstreamError               502     upstream_error          upstream_error
     │   ├── UpstreamUnreachable     502     upstream_error          upstream_unreachable
     │   │   └── CircuitOpen         502     upstream_error          upstream_circuit_open
+    │   ├── UpstreamPayload         502     upstream_error          upstream_payload
     │   ├── UpstreamTimeout         504     upstream_error          upstream_timeout
     │   └── UpstreamStatus          (the upstream's own status and body, passed through)
-    └── OutputInvalid               502     output_error            output_invalid
+    ├── OutputInvalid               502     output_error            output_invalid
+    └── StepFailed                  (its cause's status, type and code; the message names the step)
 
     ConfigError                     never HTTP: a load error naming file, line and field
 
@@ -34,14 +38,18 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotFound",
+    "NotFound",
     "OutputInvalid",
     "PermissionDenied",
     "PrefitError",
     "RateLimited",
     "ServiceUnavailable",
+    "StepFailed",
     "Unauthenticated",
     "UpstreamError",
+    "UpstreamPayload",
     "UpstreamStatus",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -94,6 +102,13 @@ class BodyTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class MethodNotAllowed(InvalidRequest):
+    """One of the gateway's own endpoints called with a method (or a path form) it does not serve."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
 class Unauthenticated(PrefitError):
     status = 401
     type = "authentication_error"
@@ -114,9 +129,15 @@ class OutputInvalid(PrefitError):
     code = "output_invalid"
 
 
-class ModelNotFound(PrefitError):
+class NotFound(PrefitError):
+    """No endpoint and no upstream serves this path."""
+
     status = 404
     type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
@@ -153,6 +174,13 @@ class CircuitOpen(UpstreamUnreachable):
     reason = "circuit_open"
 
 
+class UpstreamPayload(UpstreamError):
+    """The upstream broke off its answer part-way (a truncated or malformed body)."""
+
+    code = "upstream_payload"
+    reason = "payload"
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
@@ -179,6 +207,17 @@ class UpstreamStatus(UpstreamError):
     def retryable(self) -> bool:
         """Worth another attempt: rate limited or a server-side failure."""
         return self.status == 429 or self.status in (500, 502, 503, 504)
+
+
+class StepFailed(PrefitError):
+    """A step of a chain failed: the client sees its cause's status, type and code, and the step's name."""
+
+    def __init__(self, step: str, cause: PrefitError) -> None:
+        super().__init__(f"step '{step}' failed: {cause.message}", code=cause.code, headers=cause.headers)
+        self.step = step
+        self.cause = cause
+        self.status = cause.status
+        self.type = cause.type
 
 
 class ConfigIssue:

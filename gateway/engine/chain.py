@@ -17,7 +17,7 @@ import jinja2
 import orjson
 
 from gateway.engine.pipeline import Pipeline, without_streaming
-from gateway.errors import OutputInvalid, PrefitError
+from gateway.errors import OutputInvalid, PrefitError, StepFailed
 from gateway.wire import ChatMessage, ChatRequest
 from middleware.base import LayerError
 from middleware.prompt import compile_template
@@ -26,7 +26,6 @@ __all__ = [
     "Chain",
     "ChainStep",
     "Placeholder",
-    "StepFailed",
     "StepOutput",
     "StepRunner",
     "last_user_text",
@@ -34,15 +33,6 @@ __all__ = [
 ]
 
 _TEMPLATE_NAMES = {"input", "steps", "metadata"}
-
-
-class StepFailed(PrefitError):
-    """A step of a chain failed; keeps the failure's status and code, and names the step."""
-
-    def __init__(self, step: str, cause: PrefitError) -> None:
-        super().__init__(f"step '{step}' failed: {cause.message}", code=cause.code, headers=cause.headers)
-        self.status = cause.status
-        self.type = cause.type
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,9 @@ from gateway.engine.record import CLIENT_CLOSED, Exchange
 from gateway.engine.resilience import Target
 from gateway.errors import (
     BodyTooLarge,
-    InvalidRequest,
+    MethodNotAllowed,
     ModelNotFound,
+    NotFound,
     PermissionDenied,
     PrefitError,
     UpstreamStatus,
@@ -513,7 +514,7 @@ async def passthrough(request: Request) -> Response:
     exchange = exchange_of(request.scope)
     default = config.settings.default_upstream
     if default is None:
-        raise ModelNotFound(f"No upstream serves {request.url.path} on this gateway.", code="not_found")
+        raise NotFound(f"No upstream serves {request.url.path} on this gateway.")
     forwarded_path = _safe_forward_path(request)
     body = b""
     if request.method in _FORWARDED_METHODS_WITH_BODY:
@@ -541,23 +542,20 @@ _OWN_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embe
 
 
 def _safe_forward_path(request: Request) -> str:
-    """The path to forward under the upstream's base URL. Raises ``ModelNotFound`` (404) for a path
-    that could leave that base (dot segments, encoded slashes) and ``InvalidRequest`` (405) for one
+    """The path to forward under the upstream's base URL. Raises ``NotFound`` (404) for a path
+    that could leave that base (dot segments, encoded slashes) and ``MethodNotAllowed`` (405) for one
     of the gateway's own endpoints called with another method or a trailing slash."""
     raw = request.scope.get("raw_path") or request.url.path.encode()
     raw_path = raw.split(b"?", 1)[0].decode("latin-1")
     segments = request.url.path.split("/")
     if "%2f" in raw_path.lower() or "%5c" in raw_path.lower() or any(s in (".", "..") for s in segments):
-        raise ModelNotFound(f"No upstream serves {raw_path} on this gateway.", code="not_found")
+        raise NotFound(f"No upstream serves {raw_path} on this gateway.")
     if request.url.path.rstrip("/") in _OWN_ENDPOINTS:
-        error = InvalidRequest(
+        raise MethodNotAllowed(
             f"{request.method} {request.url.path} is not supported; use POST without a trailing slash"
             if request.url.path.rstrip("/") != "/v1/models"
-            else f"{request.method} {request.url.path} is not supported",
-            code="method_not_allowed",
+            else f"{request.method} {request.url.path} is not supported"
         )
-        error.status = 405
-        raise error
     return request.url.path.removeprefix("/v1")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import UpstreamError, UpstreamPayload, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from gateway.metrics import Metrics
 from gateway.settings import UpstreamSettings
 from middleware.base import close_stream
@@ -167,8 +167,7 @@ class Upstream:
         elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
             error = UpstreamUnreachable(f"upstream {self.name!r} is unreachable: {self.scrub(str(exc))}")
         elif isinstance(exc, aiohttp.ClientPayloadError):
-            error = UpstreamError(f"upstream {self.name!r} broke off its answer")
-            error.reason = "payload"
+            error = UpstreamPayload(f"upstream {self.name!r} broke off its answer")
         else:
             error = UpstreamUnreachable(f"upstream {self.name!r} failed: {exc.__class__.__name__}")
         self._metrics.count_upstream_error(self.name, error.reason)
