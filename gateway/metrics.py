@@ -140,6 +140,15 @@ class Metrics:
                 registry=r,
             )
         )
+        self.retrieval_errors = _Family(
+            Counter(
+                "prefit_retrieval_errors",
+                "Vector-store searches (retrieval, dynamic few-shot) that could not run, by policy and reason "
+                "(store_locked, store_unreachable, collection_missing, embed_failed, timeout, other).",
+                ["policy", "reason"],
+                registry=r,
+            )
+        )
         self.cost = _Family(
             Counter(
                 "prefit_cost_usd",
