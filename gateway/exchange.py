@@ -4,6 +4,9 @@ Everything a request learns on its way (policy, variant, upstream model, tokens,
 written on its ``Exchange``; this layer turns that into metrics and the access log exactly once,
 after the last byte of the response, streams included. Unexpected exceptions end here as a 500
 ``internal_error`` that carries the request id; the traceback goes to the log, never the client.
+
+Labels say what happened: a render calls no upstream and is counted with ``upstream`` and
+``model`` "none".
 """
 
 from __future__ import annotations
@@ -55,7 +58,13 @@ class Exchange:
     cache: str | None = None
     caller: str = "anonymous"
     costs: dict[str, float] = field(default_factory=dict)
+    calls_upstream: bool = True
     on_done: list[Callable[[Exchange], None]] = field(default_factory=list)
+
+    @property
+    def upstream_labels(self) -> tuple[str, str]:
+        """``upstream`` and ``model`` as counted: "none" for a request that calls no upstream (render)."""
+        return (self.upstream, self.model) if self.calls_upstream else ("none", "none")
 
     @property
     def final_status(self) -> int:
@@ -144,9 +153,8 @@ class ExchangeMiddleware:
     def _count(self, exchange: Exchange, elapsed: float) -> None:
         m = self.metrics
         policy, variant = exchange.policy, exchange.variant
-        m.requests.child(
-            policy, variant, exchange.prompt_version, exchange.upstream, exchange.model, str(exchange.final_status)
-        ).inc()
+        upstream, model = exchange.upstream_labels
+        m.requests.child(policy, variant, exchange.prompt_version, upstream, model, str(exchange.final_status)).inc()
         m.request_duration.child(policy, variant).observe(elapsed)
         if exchange.first_token_at is not None:
             m.ttft.child(policy, variant).observe(exchange.first_token_at - exchange.start)
@@ -169,12 +177,13 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
         "duration_ms": round(elapsed * 1000, 3),
     }
     if exchange.policy != "none":
+        upstream, model = exchange.upstream_labels
         fields.update(
             policy=exchange.policy,
             variant=exchange.variant,
             prompt_version=exchange.prompt_version,
-            upstream=exchange.upstream,
-            model=exchange.model,
+            upstream=upstream,
+            model=model,
             stream=exchange.stream,
             prompt_tokens=exchange.prompt_tokens,
             completion_tokens=exchange.completion_tokens,

@@ -432,8 +432,10 @@ async def chat_completions(request: Request) -> Response:
 async def render(request: Request) -> Response:
     """``POST /v1/render``: the chat body in, the final upstream body out; nothing is sent upstream.
 
-    A vector-store search that cannot run fails it with the cause.
+    Counted as a request of the policy and variant it rendered, with ``upstream`` and ``model``
+    "none" (nothing was called); a vector-store search that cannot run fails it with the cause.
     """
+    exchange_of(request.scope).calls_upstream = False
     ctx, chat, route = await _chat_request(request)  # render may embed and search: it counts as a request
     snapshot, exchange = ctx.snapshot, ctx.exchange
     sticky = _sticky_value(route.policy, request, chat.user, chat.metadata) if route.policy else None
@@ -517,7 +519,11 @@ def _model_entry(policy: LoadedPolicy, created: int) -> dict[str, Any]:
 
 @endpoint
 async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours)."""
+    """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours).
+
+    Counted with ``policy="models"`` (and every other label "none"), not as an unresolved request.
+    """
+    exchange_of(request.scope).policy = "models"
     snapshot = runtime_of(request).current
     config = snapshot.config
     created = int(config.loaded_at)
