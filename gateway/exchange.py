@@ -6,7 +6,8 @@ after the last byte of the response, streams included. Unexpected exceptions end
 ``internal_error`` that carries the request id; the traceback goes to the log, never the client.
 
 Labels say what happened: a render calls no upstream and is counted with ``upstream`` and
-``model`` "none".
+``model`` "none"; answers that reported no usage (so their tokens and spend are unknown) are
+counted in ``prefit_usage_missing_total``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Exchange:
     cache: str | None = None
     caller: str = "anonymous"
     costs: dict[str, float] = field(default_factory=dict)
+    usage_missing: int = 0
     calls_upstream: bool = True
     on_done: list[Callable[[Exchange], None]] = field(default_factory=list)
 
@@ -166,6 +168,8 @@ class ExchangeMiddleware:
             m.tokens.child(policy, variant, "injected").inc(exchange.injected_tokens)
         for model, usd in exchange.costs.items():
             m.cost.child(policy, variant, model).inc(usd)
+        if exchange.usage_missing:
+            m.usage_missing.child(policy, variant, upstream).inc(exchange.usage_missing)
 
 
 def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
@@ -194,6 +198,8 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
         fields["cache"] = exchange.cache
     if exchange.costs:
         fields["cost_usd"] = round(exchange.cost_usd, 8)
+    if exchange.usage_missing:
+        fields["usage_missing"] = exchange.usage_missing
     if exchange.error_code:
         fields["error"] = exchange.error_code
     return fields

@@ -149,6 +149,15 @@ class Metrics:
                 registry=r,
             )
         )
+        self.usage_missing = _Family(
+            Counter(
+                "prefit_usage_missing",
+                "Upstream answers that reported no token usage (so no tokens or spend were counted for them), "
+                "by policy, variant and the upstream that answered.",
+                ["policy", "variant", "upstream"],
+                registry=r,
+            )
+        )
         self.cost = _Family(
             Counter(
                 "prefit_cost_usd",
