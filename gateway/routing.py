@@ -649,7 +649,8 @@ async def readyz(request: Request) -> Response:
             body["status"] = "degraded"
     if failing := runtime.store_health.report():
         body["retrieval"] = failing
-        body["status"] = "degraded" if runtime.started else body["status"]
+        if runtime.started:
+            body["status"] = "degraded"
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
 
 
