@@ -140,6 +140,24 @@ class Metrics:
                 registry=r,
             )
         )
+        self.retrieval_errors = _Family(
+            Counter(
+                "prefit_retrieval_errors",
+                "Vector-store searches (retrieval, dynamic few-shot) that could not run, by policy and reason "
+                "(store_locked, store_unreachable, collection_missing, embed_failed, timeout, other).",
+                ["policy", "reason"],
+                registry=r,
+            )
+        )
+        self.usage_missing = _Family(
+            Counter(
+                "prefit_usage_missing",
+                "Upstream answers that reported no token usage (so no tokens or spend were counted for them), "
+                "by policy, variant and the upstream that answered.",
+                ["policy", "variant", "upstream"],
+                registry=r,
+            )
+        )
         self.cost = _Family(
             Counter(
                 "prefit_cost_usd",

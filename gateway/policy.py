@@ -150,7 +150,9 @@ class FewShotSpec(_Spec):
     )
     max_examples: int | None = Field(default=None, ge=1, le=100, description="Inject at most this many.")
     dynamic: DynamicFewShotSpec | None = Field(
-        default=None, description="Retrieved examples, most similar first; the static ones fill in when none match."
+        default=None,
+        description="Retrieved examples, most similar first; the static ones fill in when none match, or when "
+        "the store fails (`x-prefit-context: error`, counted in `prefit_retrieval_errors_total`).",
     )
 
 
@@ -162,7 +164,9 @@ class RetrievalSpec(_Spec):
     min_score: float | None = Field(default=None, ge=-1, le=1, description="Drop passages less similar than this.")
     max_context_chars: int = Field(default=6000, ge=100, description="Budget for inserted passage text.")
     on_error: Literal["skip", "fail"] = Field(
-        default="skip", description="When the store or model fails: answer without context, or fail (502)."
+        default="skip",
+        description="When the store or model fails: answer without context (`x-prefit-context: error`, counted "
+        "in `prefit_retrieval_errors_total`), or fail (502). Render always fails.",
     )
     query: Literal["last_user", "all_user"] = Field(
         default="last_user", description="What is embedded: the last user message, or every user message."

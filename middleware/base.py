@@ -32,6 +32,7 @@ __all__ = [
     "ResourceError",
     "Resources",
     "SourceText",
+    "StoreUse",
     "close_stream",
     "system_message",
 ]
@@ -97,7 +98,31 @@ class Resources(Protocol):
 
 
 class ResourceError(Exception):
-    """An embedder or vector store could not answer (missing model, store down, unknown collection)."""
+    """An embedder or vector store could not answer (missing model, store down, unknown collection).
+
+    ``reason`` says why in a word from a bounded set (a metric label): ``store_locked``,
+    ``store_unreachable``, ``collection_missing``, ``embed_failed``, ``timeout`` or ``other``.
+    """
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUse:
+    """One search a layer made (or could not make) in the vector store, for the log, metrics and
+    ``/readyz``: the layer (``retrieval`` or ``few_shot``), the collection, and when it failed,
+    the ``ResourceError``'s reason and message (never the request's text)."""
+
+    layer: str
+    collection: str
+    reason: str | None = None
+    message: str = ""
+
+    @classmethod
+    def failed(cls, layer: str, collection: str, error: ResourceError) -> StoreUse:
+        return cls(layer, collection, error.reason, str(error))
 
 
 class _InlineOnly:
@@ -142,6 +167,7 @@ class Call:
     injected_chars: int = 0
     validation: str | None = None
     retrieval_hits: int | None = None
+    store_uses: list[StoreUse] = field(default_factory=list)
     send_upstream: Callable[[ChatRequest], Awaitable[ChatCompletion]] = _no_upstream
     observe_stage: Callable[[str, float], None] = _ignore_stage
     system: ChatMessage | None = None

@@ -4,7 +4,8 @@ Static examples are read, checked and turned into messages once at load; a reque
 them in. With ``dynamic``, the examples most similar to the request come from a collection
 instead, without duplicates, and never one whose input is in the policy's own eval dataset (that
 would leak the answers into the measurement); the static examples fill in when none is found or
-the store fails.
+the store fails. A store failure is never silent: the reply says ``x-prefit-context: error`` and
+the failure goes to ``call.store_uses`` for the log, the metrics and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from pydantic import ValidationError
 
 from gateway.policy import DynamicFewShotSpec, ExampleSpec, PolicySpec
 from gateway.wire import ChatMessage
-from middleware.base import BuildContext, Call, LayerError, Passage, PassThrough, ResourceError, Resources
+from middleware.base import (
+    BuildContext,
+    Call,
+    LayerError,
+    Passage,
+    PassThrough,
+    ResourceError,
+    Resources,
+    StoreUse,
+)
 from middleware.query import query_text, query_vector
+from middleware.retrieval import CONTEXT_HEADER
 
 __all__ = ["FewShotLayer", "InjectedExamples", "example_messages", "load_examples", "normalised"]
 
@@ -138,8 +149,11 @@ class FewShotLayer(PassThrough):
                     self.dynamic.min_score,
                     None,
                 )
-        except ResourceError:
+        except ResourceError as exc:
+            call.store_uses.append(StoreUse.failed("few_shot", self.dynamic.collection, exc))
+            call.response_headers[CONTEXT_HEADER] = "error"
             return []  # the static examples stand in
+        call.store_uses.append(StoreUse("few_shot", self.dynamic.collection))
         chosen: list[Passage] = []
         seen: set[str] = set()
         for passage in found:

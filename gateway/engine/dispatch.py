@@ -79,8 +79,10 @@ class Dispatch:
             self.exchange.model = str(getattr(body, "model", self.exchange.model))
 
     def _account(self, target: Target, body: BaseModel, usage: object) -> None:
-        """Tokens and, where the model has a price, spend: both from the upstream's own usage."""
+        """Tokens and, where the model has a price, spend: both from the upstream's own usage; an
+        answer without usage is counted as such, so the gap in tokens and spend shows."""
         if not isinstance(usage, dict):
+            self.exchange.usage_missing += 1
             return
         self.exchange.add_usage(usage)
         priced = target.model or str(getattr(body, "model", ""))
@@ -159,8 +161,11 @@ class Dispatch:
         """Pass chunks on, count their usage, and cache the whole list once the stream ended cleanly.
 
         The read timeout bounds each silence; this bounds the whole stream by the request deadline.
+        A stream that asked for usage and ended without it (llama.cpp ignores ``include_usage``) is
+        counted as an answer without usage.
         """
         kept: list[dict[str, Any]] | None = [] if key is not None else None
+        counted = False
         try:
             async for chunk in chunks:
                 if time.monotonic() > self.deadline:
@@ -168,13 +173,21 @@ class Dispatch:
                 usage = chunk.get("usage")
                 if usage:
                     self._account(target, body, usage)
+                    counted = True
                 if kept is not None:
                     kept.append(chunk)
                 yield chunk
         finally:
             await close_stream(chunks)
+        if not counted and _asks_for_usage(body):
+            self.exchange.usage_missing += 1
         if key is not None and kept is not None and self.cache is not None and _finished(kept):
             await self.cache.put(key, orjson.dumps(kept), self.cache_use.ttl_s)
+
+
+def _asks_for_usage(body: BaseModel) -> bool:
+    options = getattr(body, "stream_options", None)
+    return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
 def _finished(chunks: list[dict[str, Any]]) -> bool:

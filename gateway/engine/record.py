@@ -41,7 +41,14 @@ class Exchange:
     cache: str | None = None
     caller: str = "anonymous"
     costs: dict[str, float] = field(default_factory=dict)
+    usage_missing: int = 0
+    calls_upstream: bool = True
     on_done: list[Callable[[Exchange], None]] = field(default_factory=list)
+
+    @property
+    def upstream_labels(self) -> tuple[str, str]:
+        """``upstream`` and ``model`` as counted: "none" for a request that calls no upstream (render)."""
+        return (self.upstream, self.model) if self.calls_upstream else ("none", "none")
 
     @property
     def final_status(self) -> int:

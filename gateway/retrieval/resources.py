@@ -5,6 +5,9 @@ admits a single client per storage folder. It is configured from the first setti
 later change of ``qdrant`` or ``embedding`` settings takes a restart (and is logged as such).
 Nothing is opened until a request (or ``prefit ingest``) needs it, so a gateway whose policies
 use no retrieval never loads the model.
+
+Failures reach layers as ``ResourceError`` with a bounded ``reason`` (see ``middleware.base``), so
+the metrics and ``/readyz`` can say why a retrieval could not run.
 """
 
 from __future__ import annotations
@@ -14,13 +17,28 @@ import threading
 from pathlib import Path
 
 from gateway.retrieval.embedding import Embedder, EmbeddingError, default_cache_dir
-from gateway.retrieval.vectors import VectorStore, VectorStoreError
+from gateway.retrieval.vectors import VectorStore, VectorStoreError, VectorStoreLocked, VectorStoreUnreachable
 from gateway.settings import EmbeddingSettings, QdrantSettings, Settings
 from middleware.base import Passage, ResourceError
 
 __all__ = ["ResourceHub"]
 
 log = logging.getLogger(__name__)
+
+
+def _reason(exc: VectorStoreError) -> str:
+    """The bounded reason for a vector-store failure."""
+    if isinstance(exc, VectorStoreLocked):
+        return "store_locked"
+    if isinstance(exc, VectorStoreUnreachable):
+        return "timeout" if exc.timed_out else "store_unreachable"
+    return "other"
+
+
+def _missing(collection: str) -> ResourceError:
+    return ResourceError(
+        f"collection {collection!r} does not exist (run `prefit ingest {collection} ...`)", "collection_missing"
+    )
 
 
 class ResourceHub:
@@ -70,7 +88,7 @@ class ResourceHub:
         try:
             return await self.embedder().aembed(texts)
         except EmbeddingError as exc:
-            raise ResourceError(f"embedding failed: {exc}") from exc
+            raise ResourceError(f"embedding failed: {exc}", "embed_failed") from exc
 
     async def search(
         self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
@@ -78,11 +96,21 @@ class ResourceHub:
         try:
             store = self.store()
             if not await store.acollection_exists(collection):
-                raise ResourceError(f"collection {collection!r} does not exist (run `prefit ingest {collection} ...`)")
+                raise _missing(collection)
             hits = await store.asearch(collection, vector, top_k, min_score, filter)
         except VectorStoreError as exc:
-            raise ResourceError(f"vector search failed: {exc}") from exc
+            raise ResourceError(f"vector search failed: {exc}", _reason(exc)) from exc
         return [Passage(str(hit.id), float(hit.score), dict(hit.payload)) for hit in hits]
+
+    async def probe(self, collection: str) -> ResourceError | None:
+        """Why a search of ``collection`` could not run now (store locked or down, collection
+        missing), or None; opens the store but never loads the embedding model."""
+        try:
+            if not await self.store().acollection_exists(collection):
+                return _missing(collection)
+        except VectorStoreError as exc:
+            return ResourceError(f"the vector store cannot be used: {exc}", _reason(exc))
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,9 @@ cluster instead, with the same calls. Embedded mode has properties this module h
   writes; no other process can write, since
 - its storage admits one process at a time (a file lock): a second process gets
   ``VectorStoreLocked``, whose message says to run Qdrant as a server and set ``qdrant.url``.
+
+Whatever qdrant-client raises becomes a ``VectorStoreError``; a server that does not answer
+(refused, unresolvable, timed out) is a ``VectorStoreUnreachable``, so callers can say which.
 """
 
 from __future__ import annotations
@@ -24,13 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 from qdrant_client import QdrantClient, models
 
 from gateway.retrieval.threads import ThreadLane
 
-__all__ = ["DEFAULT_PATH", "MEMORY", "Hit", "Point", "VectorStore", "VectorStoreError", "VectorStoreLocked"]
+__all__ = [
+    "DEFAULT_PATH",
+    "MEMORY",
+    "Hit",
+    "Point",
+    "VectorStore",
+    "VectorStoreError",
+    "VectorStoreLocked",
+    "VectorStoreUnreachable",
+]
 
 DEFAULT_PATH = Path(".prefit/qdrant")
 MEMORY = ":memory:"  # an embedded store that is never written to disk
@@ -47,6 +60,35 @@ class VectorStoreError(RuntimeError):
 
 class VectorStoreLocked(VectorStoreError):
     """Another process holds the embedded storage folder."""
+
+
+class VectorStoreUnreachable(VectorStoreError):
+    """A Qdrant server did not answer: refused, unresolvable, or (``timed_out``) too slow."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (qdrant-client keeps the transport error in ``source``)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        yield current
+        source = getattr(current, "source", None)
+        current = source if isinstance(source, BaseException) else (current.__cause__ or current.__context__)
+
+
+def _store_error(message: str, exc: BaseException) -> VectorStoreError:
+    """What qdrant-client raised, as a ``VectorStoreError`` that says whether the server answered."""
+    causes = list(_causes(exc))
+    if any(isinstance(c, (httpx.TimeoutException, TimeoutError)) for c in causes):
+        return VectorStoreUnreachable(f"{message}: the vector store did not answer in time", timed_out=True)
+    if any(isinstance(c, (httpx.TransportError, ConnectionError)) for c in causes):
+        return VectorStoreUnreachable(f"{message}: the vector store is unreachable ({exc})")
+    return VectorStoreError(f"{message}: {exc}")
 
 
 class Point(NamedTuple):
@@ -135,8 +177,12 @@ class VectorStore:
             self._client.close()
 
     def collection_exists(self, name: str) -> bool:
-        with self._lock:
-            return self._client.collection_exists(name)
+        """Raises ``VectorStoreError`` (``VectorStoreUnreachable`` for a server that does not answer)."""
+        try:
+            with self._lock:
+                return self._client.collection_exists(name)
+        except Exception as exc:  # qdrant-client raises ValueError, HTTP and gRPC errors alike
+            raise _store_error(f"checking collection {name!r} failed", exc) from exc
 
     def ensure_collection(self, name: str, dimension: int) -> None:
         """Create collection ``name`` for cosine search over ``dimension``-wide vectors, unless it exists.
@@ -224,7 +270,7 @@ class VectorStore:
         except VectorStoreError:
             raise
         except Exception as exc:  # qdrant-client raises ValueError, HTTP and gRPC errors alike
-            raise VectorStoreError(f"search in collection {name!r} failed: {exc}") from exc
+            raise _store_error(f"search in collection {name!r} failed", exc) from exc
         return [Hit(str(point.id), point.score, dict(point.payload or {})) for point in response.points]
 
     async def asearch(

@@ -7,6 +7,7 @@ so the one error mapping lives in this module; anything else is left to the exch
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import time
@@ -250,12 +251,19 @@ def _new_call(route: _Route, chat: ChatRequest, exchange: Exchange, runtime: Run
 
 
 def _note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
-    """What the layers did, for metrics: injected text and the validation result."""
+    """What the layers did, for metrics: injected text, the validation result, store searches."""
     exchange.injected_tokens += math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
     if call.validation is not None:
         runtime.metrics.output_validation.child(call.policy, call.validation).inc()
     if call.retrieval_hits is not None:
         runtime.metrics.retrieval_hits.child(call.policy).observe(call.retrieval_hits)
+    _note_store(runtime, call)
+
+
+def _note_store(runtime: Runtime, call: Call) -> None:
+    """Vector-store searches, so one that could not run is logged, counted and shown in ``/readyz``."""
+    if call.store_uses:
+        runtime.store_health.observe(call.policy, call.store_uses)
 
 
 def _caller(request: Request, snapshot: Snapshot) -> str:
@@ -417,12 +425,24 @@ async def chat_completions(request: Request) -> Response:
 
 @endpoint
 async def render(request: Request) -> Response:
-    """``POST /v1/render``: the chat body in, the final upstream body out; nothing is sent upstream."""
+    """``POST /v1/render``: the chat body in, the final upstream body out; nothing is sent upstream.
+
+    Counted as a request of the policy and variant it rendered, with ``upstream`` and ``model``
+    "none" (nothing was called); a vector-store search that cannot run fails it with the cause.
+    """
+    exchange_of(request.scope).calls_upstream = False
     ctx, chat, route = await _chat_request(request)  # render may embed and search: it counts as a request
     snapshot, exchange = ctx.snapshot, ctx.exchange
     sticky = _sticky_value(route.policy, request, chat.user, chat.metadata) if route.policy else None
     rendered = await render_request(
-        route.policy, route.variant, chat, exchange.request_id, exchange.upstream, snapshot.config.policies, sticky
+        route.policy,
+        route.variant,
+        chat,
+        exchange.request_id,
+        exchange.upstream,
+        snapshot.config.policies,
+        sticky,
+        functools.partial(_note_store, ctx.runtime),
     )
     return Response(orjson.dumps(rendered), headers=_prefit_headers(exchange), media_type=_JSON)
 
@@ -494,7 +514,11 @@ def _model_entry(policy: LoadedPolicy, created: int) -> dict[str, Any]:
 
 @endpoint
 async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours)."""
+    """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours).
+
+    Counted with ``policy="models"`` (and every other label "none"), not as an unresolved request.
+    """
+    exchange_of(request.scope).policy = "models"
     snapshot = runtime_of(request).current
     config = snapshot.config
     created = int(config.loaded_at)
@@ -589,6 +613,15 @@ async def readyz(request: Request) -> Response:
 
     An unreachable Redis makes the gateway unready only when rate limits fail closed; failing open,
     the gateway still serves correctly and taking it out of rotation would only hurt.
+
+    Policies whose vector-store searches fail (seen at start-up, on reload or by a request, until a
+    search of that collection works again) are listed under ``retrieval`` and the status says
+    ``degraded``, but the answer stays 200: the store is shared by every replica (a Qdrant server)
+    or it is this replica's only one (embedded), so taking the replica out of rotation would not
+    bring the context back and would fail the policies that need no store. Those with
+    ``on_error: skip`` (and dynamic few-shot, which falls back to its static examples) still answer,
+    with ``x-prefit-context: error``; those with ``on_error: fail`` answer 502 ``retrieval_failed``
+    whichever replica they reach.
     """
     runtime = runtime_of(request)
     snapshot = runtime.current
@@ -605,6 +638,10 @@ async def readyz(request: Request) -> Response:
         body["redis"] = "ok" if reachable else "unreachable"
         if not reachable and snapshot.config.settings.rate_limits.on_backend_error == "closed":
             ready = False
+            body["status"] = "degraded"
+    if failing := runtime.store_health.report():
+        body["retrieval"] = failing
+        if runtime.started:
             body["status"] = "degraded"
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
 

@@ -4,6 +4,10 @@ Everything a request learns on its way (policy, variant, upstream model, tokens,
 written on its ``Exchange``; this layer turns that into metrics and the access log exactly once,
 after the last byte of the response, streams included. Unexpected exceptions end here as a 500
 ``internal_error`` that carries the request id; the traceback goes to the log, never the client.
+
+Labels say what happened: a render calls no upstream and is counted with ``upstream`` and
+``model`` "none"; answers that reported no usage (so their tokens and spend are unknown) are
+counted in ``prefit_usage_missing_total``.
 """
 
 from __future__ import annotations
@@ -91,9 +95,8 @@ class ExchangeMiddleware:
     def _count(self, exchange: Exchange, elapsed: float) -> None:
         m = self.metrics
         policy, variant = exchange.policy, exchange.variant
-        m.requests.child(
-            policy, variant, exchange.prompt_version, exchange.upstream, exchange.model, str(exchange.final_status)
-        ).inc()
+        upstream, model = exchange.upstream_labels
+        m.requests.child(policy, variant, exchange.prompt_version, upstream, model, str(exchange.final_status)).inc()
         m.request_duration.child(policy, variant).observe(elapsed)
         if exchange.first_token_at is not None:
             m.ttft.child(policy, variant).observe(exchange.first_token_at - exchange.start)
@@ -105,6 +108,8 @@ class ExchangeMiddleware:
             m.tokens.child(policy, variant, "injected").inc(exchange.injected_tokens)
         for model, usd in exchange.costs.items():
             m.cost.child(policy, variant, model).inc(usd)
+        if exchange.usage_missing:
+            m.usage_missing.child(policy, variant, upstream).inc(exchange.usage_missing)
 
 
 def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
@@ -116,12 +121,13 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
         "duration_ms": round(elapsed * 1000, 3),
     }
     if exchange.policy != "none":
+        upstream, model = exchange.upstream_labels
         fields.update(
             policy=exchange.policy,
             variant=exchange.variant,
             prompt_version=exchange.prompt_version,
-            upstream=exchange.upstream,
-            model=exchange.model,
+            upstream=upstream,
+            model=model,
             stream=exchange.stream,
             prompt_tokens=exchange.prompt_tokens,
             completion_tokens=exchange.completion_tokens,
@@ -132,6 +138,8 @@ def _access_fields(exchange: Exchange, elapsed: float) -> dict[str, object]:
         fields["cache"] = exchange.cache
     if exchange.costs:
         fields["cost_usd"] = round(exchange.cost_usd, 8)
+    if exchange.usage_missing:
+        fields["usage_missing"] = exchange.usage_missing
     if exchange.error_code:
         fields["error"] = exchange.error_code
     return fields

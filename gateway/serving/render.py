@@ -3,33 +3,61 @@
 Rendering runs the very ``prepare`` steps serving runs, so what is shown is what would be sent. A
 chain shows every step's request; outputs of earlier steps, unknown without calling upstream,
 appear as ``<output of step NAME>``.
+
+Render is for looking at what a policy does, so it hides nothing: a vector-store search that could
+not run fails the render with its cause (502 ``retrieval_failed``), even for a policy whose
+``on_error: skip`` would answer without context, instead of showing a body without its sources.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from gateway.config.load import LoadedPolicy, LoadedVariant
 from gateway.engine.chain import Chain, Placeholder, StepOutput
-from gateway.engine.pipeline import ask_for_usage
+from gateway.engine.pipeline import Pipeline, ask_for_usage
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import Call
 from middleware.few_shot import InjectedExamples
-from middleware.retrieval import RetrievedContext
+from middleware.retrieval import RetrievalFailed, RetrievedContext
 
-__all__ = ["render_request"]
+__all__ = ["ObserveCall", "render_request"]
+
+#: Told about each call once its layers prepared it (or failed to), e.g. to count store failures.
+ObserveCall = Callable[[Call], None]
+
+
+def _ignore(call: Call) -> None:
+    return None
+
+
+async def _prepare(pipeline: Pipeline, call: Call, observe: ObserveCall) -> None:
+    """Run the layers; raises ``RetrievalFailed`` naming the cause when a search could not run."""
+    try:
+        await pipeline.prepare(call)
+    finally:
+        observe(call)
+    for use in call.store_uses:
+        if use.reason is not None:
+            what = "Retrieval" if use.layer == "retrieval" else "Dynamic few-shot retrieval"
+            raise RetrievalFailed(
+                f"{what} from {use.collection!r} failed ({use.reason}), so the rendered request would lack "
+                f"its context: {use.message}"
+            )
 
 
 async def _render_chain(
     chain: Chain,
+    policy: LoadedPolicy,
     variant: LoadedVariant,
     chat: ChatRequest,
     request_id: str,
     policies: Mapping[str, LoadedPolicy],
     sticky: str | None,
+    observe: ObserveCall,
 ) -> list[dict[str, Any]]:
     placeholders = {
         step.name: StepOutput(f"<output of step {step.name}>", Placeholder(f"<json of step {step.name}>"))
@@ -39,9 +67,9 @@ async def _render_chain(
     for step in chain.steps:
         body = chain.step_body(step, chat, placeholders)
         if step.model is None:
-            call = Call(request_id=request_id, body=body, upstream=variant.upstream)
+            call = Call(request_id=request_id, body=body, policy=policy.name, upstream=variant.upstream)
             assert step.pipeline is not None
-            await step.pipeline.prepare(call)
+            await _prepare(step.pipeline, call, observe)
             entry = {
                 "policy": None,
                 "variant": None,
@@ -51,7 +79,7 @@ async def _render_chain(
         else:
             callee = policies[step.model]
             entry = await render_request(
-                callee, callee.choose(sticky), body, request_id, variant.upstream, policies, sticky
+                callee, callee.choose(sticky), body, request_id, variant.upstream, policies, sticky, observe
             )
         rendered.append({"step": step.name, "model": step.model, **entry})
     return rendered
@@ -65,8 +93,10 @@ async def render_request(
     upstream: str,
     policies: Mapping[str, LoadedPolicy] | None = None,
     sticky: str | None = None,
+    observe: ObserveCall = _ignore,
 ) -> dict[str, Any]:
-    """The upstream body for ``chat`` and what chose it; nothing is sent. Raises ``PrefitError``."""
+    """The upstream body for ``chat`` and what chose it; nothing is sent. Raises ``PrefitError``
+    (``RetrievalFailed`` when a vector-store search could not run)."""
     if policy is None or variant is None:
         body = ask_for_usage(chat)[0] if chat.stream else chat
         return {
@@ -85,13 +115,13 @@ async def render_request(
         "upstream": variant.upstream,
     }
     if variant.chain is not None:
-        steps = await _render_chain(variant.chain, variant, chat, request_id, policies or {}, sticky)
+        steps = await _render_chain(variant.chain, policy, variant, chat, request_id, policies or {}, sticky, observe)
         result["steps"] = steps
         result["body"] = steps[-1]["body"]
         return result
     call = Call(request_id=request_id, body=chat, stream=bool(chat.stream), upstream=upstream)
     call.policy, call.variant, call.prompt_version = policy.name, variant.name, variant.prompt_version
-    await variant.pipeline.prepare(call)
+    await _prepare(variant.pipeline, call, observe)
     body = variant.pipeline.upstream_body(call)
     if body.stream:
         body, _ = ask_for_usage(body)

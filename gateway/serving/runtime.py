@@ -17,6 +17,7 @@ from gateway.config.load import Config
 from gateway.engine.resilience import Resilience
 from gateway.metrics import Metrics
 from gateway.serving.auth import KeyRing
+from gateway.serving.store_health import StoreHealth
 from gateway.state.base import MemoryState, StateBackend
 from gateway.state.cache import ResponseCache
 from gateway.state.ratelimit import RateLimiter
@@ -75,6 +76,7 @@ class Runtime:
         self.metrics = metrics
         pool = UpstreamPool(config.settings.upstreams, metrics)
         self.resilience = Resilience(config.settings.resilience, metrics)
+        self.store_health = StoreHealth(metrics)
         self.current = self._snapshot(config, pool, self._catalog(config, pool), _state(config, metrics))
         self.started = False
         self.reload_status = ReloadStatus()
@@ -109,6 +111,7 @@ class Runtime:
     async def start(self) -> None:
         await self.current.upstreams.start()
         self.current.catalog.warm_up()
+        await self.store_health.check(self.current.config.policies, self.current.config.resources)
         self.started = True
 
     async def apply(self, config: Config) -> None:
@@ -131,6 +134,7 @@ class Runtime:
         self.current = self._snapshot(config, pool, catalog, state)
         if not same_upstreams or state is not old.state:
             self._retire(old, close_pool=not same_upstreams, close_state=state is not old.state)
+        await self.store_health.check(config.policies, config.resources)
 
     def _retire(self, old: Snapshot, *, close_pool: bool, close_state: bool) -> None:
         """Close a replaced pool or state client once every request that may still use it is over."""

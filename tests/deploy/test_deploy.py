@@ -538,6 +538,7 @@ def test_alert_rules_cover_the_operational_signals() -> None:
         "PrefitConfigReloadFailed": "prefit_config_reloads_total",
         "PrefitCircuitOpen": "prefit_circuit_open",
         "PrefitRateLimitingSpike": "prefit_rate_limited_total",
+        "PrefitRetrievalErrors": "prefit_retrieval_errors_total",
     }
     operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     for alert, metric in expected.items():
@@ -624,6 +625,8 @@ def test_dashboard_structure() -> None:
         "prefit_upstream_errors_total",
         "prefit_circuit_open",
         "prefit_rate_limited_total",
+        "prefit_retrieval_errors_total",
+        "prefit_usage_missing_total",
     ):
         assert needle in text, f"the dashboard has no query with {needle}"
 
@@ -665,10 +668,13 @@ METRICS_POLICIES = {
 }
 
 #: Families this traffic leaves without samples (retrieval needs Qdrant and the embedding model,
-#: state errors a failing Redis, cost is not counted yet); their labels are the contract's
-#: (DESIGN.md, gateway/metrics.py). A family that has samples is checked against them instead.
+#: state errors a failing Redis, cost is not counted yet, the fake upstream reports usage); their
+#: labels are the contract's (DESIGN.md, gateway/metrics.py). A family that has samples is checked
+#: against them instead.
 UNSAMPLED_LABELS = {
     "prefit_retrieval_hits": {"policy"},
+    "prefit_retrieval_errors": {"policy", "reason"},
+    "prefit_usage_missing": {"policy", "variant", "upstream"},
     "prefit_state_errors": {"backend", "op"},
     "prefit_cost_usd": {"policy", "variant", "model"},
 }

@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, wait_for
 from tests.fakes.upstream import FakeUpstream
 
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -31,6 +31,7 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             "prices:\n  gpt-4o-mini: {input: 0.15, output: 0.60}\n",
             "policies/priced.yaml": "upstream_model: gpt-4o-mini\n",
             "policies/unpriced.yaml": "upstream_model: some-free-model\n",
+            "policies/no-usage.yaml": "upstream_model: fake-no-usage\n",
             "policies/evals/priced.jsonl": '{"input": "hello there", "expected": "echo: hello there"}\n'
             '{"input": "one two three four", "expected": "nope"}\n',
             "policies/priced-eval.yaml": "upstream_model: gpt-4o-mini\neval: {dataset: 'file:evals/priced.jsonl'}\n",
@@ -75,6 +76,24 @@ def test_unpriced_models_cost_nothing_visible(client: openai.OpenAI, gateway: Ga
     assert 'policy="unpriced"' not in "".join(
         line for line in gateway.metrics().splitlines() if line.startswith("prefit_cost_usd_total")
     )
+
+
+def test_answers_without_usage_are_counted_so_the_gap_shows(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="no-usage", messages=HELLO)
+    assert raw.parse().usage is None and "x-prefit-cost-usd" not in raw.headers
+    chunks = list(client.chat.completions.create(model="no-usage", messages=HELLO, stream=True))
+    assert chunks, "the upstream ignored include_usage, as llama.cpp does"
+    client.chat.completions.create(model="priced", messages=HELLO)
+    list(client.chat.completions.create(model="priced", messages=HELLO, stream=True))
+    text = gateway.metrics()
+    assert 'prefit_usage_missing_total{policy="no-usage",upstream="fake",variant="default"} 2.0' in text
+    assert 'prefit_usage_missing_total{policy="priced"' not in text, "answers with usage are not counted"
+
+    def lines() -> list[dict[str, object]]:
+        return [r for r in gateway.records() if r.get("policy") == "no-usage"]
+
+    wait_for(lambda: len(lines()) == 2, "the access log lines (written in batches)")
+    assert [line.get("usage_missing") for line in lines()] == [1, 1]
 
 
 def test_eval_reports_cost_per_item_and_variant(gateway: GatewayProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]

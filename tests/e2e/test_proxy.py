@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import UPSTREAM_KEY, GatewayProcess, free_port
 from tests.fakes.upstream import FakeUpstream
@@ -319,6 +320,26 @@ def test_metrics_follow_the_contract(client: openai.OpenAI, gateway: GatewayProc
     assert 'prefit_tokens_total{kind="completion",policy="support-bot",variant="default"}' in text
     assert 'prefit_upstream_errors_total{reason="connect",upstream="dead"}' in text
     assert "client-invented-name" not in text
+
+
+def test_render_and_model_listing_are_counted_as_what_they_are(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+    rendered = httpx.post(gateway.url + "/v1/render", json={"model": "support-bot", "messages": USER}, timeout=10)
+    assert rendered.status_code == 200
+    client.models.list()
+    requests = [
+        sample
+        for family in text_string_to_metric_families(gateway.metrics())
+        for sample in family.samples
+        if sample.name == "prefit_requests_total"
+    ]
+
+    def count(**labels: str) -> float:
+        return sum(s.value for s in requests if all(s.labels[k] == v for k, v in labels.items()))
+
+    # render sends nothing: the policy and variant it rendered, but no upstream or upstream model
+    assert count(policy="support-bot", variant="default", upstream="none", model="none", status="200") == 1
+    assert count(policy="models", variant="none", upstream="none", model="none", status="200") >= 1
+    assert count(policy="none", status="200") == 0, "every successful request is labelled with what it was"
 
 
 def test_one_access_log_line_per_request_without_prompt_text(client: openai.OpenAI, gateway: GatewayProcess) -> None:

@@ -13,6 +13,8 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
 - ``fake-reason``: reasoning text, then ``Answer: 42``
 - ``fake-label``: the last assistant message of the request (a few-shot example), else ``unknown``
+- ``fake-no-usage``: the echo, but as llama.cpp's server answers: no ``usage`` in a whole answer,
+  and ``stream_options.include_usage`` ignored in a stream
 """
 
 from __future__ import annotations
@@ -171,6 +173,11 @@ class FakeUpstream:
             return StreamingResponse(self._held_stream(model), media_type="text/event-stream")
         if model == "fake-stream-error":
             return StreamingResponse(self._error_stream(model), media_type="text/event-stream")
+        if model == "fake-no-usage":
+            text = _last_user_text(body.get("messages", []))
+            if body.get("stream"):
+                return StreamingResponse(self._chat_stream(model, text, False), media_type="text/event-stream")
+            return _json({k: v for k, v in _completion(model, f"echo: {text}").items() if k != "usage"})
         if model == "fake-label":
             return _json(_completion(model, _copied_label(body.get("messages", []))))
         if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):

@@ -13,7 +13,19 @@ import anyio
 import numpy as np
 import pytest
 
-from gateway.retrieval.vectors import MEMORY, Hit, Point, VectorStore, VectorStoreError, VectorStoreLocked
+from gateway.retrieval.resources import ResourceHub
+from gateway.retrieval.vectors import (
+    MEMORY,
+    Hit,
+    Point,
+    VectorStore,
+    VectorStoreError,
+    VectorStoreLocked,
+    VectorStoreUnreachable,
+)
+from gateway.settings import Settings
+from middleware.base import ResourceError
+from tests.conftest import free_port
 
 A, B, C, D = (str(uuid.uuid5(uuid.NAMESPACE_URL, name)) for name in "abcd")
 
@@ -203,3 +215,42 @@ def test_the_memory_index_ranks_and_filters_like_qdrant() -> None:
             assert [hit.payload for hit in got] == [hit.payload for hit in want]
     fast.close()
     exact.close()
+
+
+def test_a_server_that_does_not_answer_is_unreachable_not_an_unexpected_error() -> None:
+    store = VectorStore(url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(VectorStoreUnreachable, match="unreachable") as caught:
+        store.collection_exists("docs")
+    assert not caught.value.timed_out
+    with pytest.raises(VectorStoreUnreachable):
+        store.search("docs", [1.0, 0.0, 0.0], top_k=1)
+    store.close()
+
+
+def _hub(qdrant: dict[str, str], base_dir: Path) -> ResourceHub:
+    hub = ResourceHub()
+    settings = {
+        "upstreams": {"fake": {"base_url": "http://127.0.0.1:9/v1"}},
+        "default_upstream": None,
+        "qdrant": qdrant,
+    }
+    hub.configure(Settings.model_validate(settings), base_dir)
+    return hub
+
+
+async def test_the_resource_hub_says_why_a_search_cannot_run(tmp_path: Path) -> None:
+    down = _hub({"url": f"http://127.0.0.1:{free_port()}"}, tmp_path)
+    with pytest.raises(ResourceError) as caught:
+        await down.search("docs", [1.0, 0.0, 0.0], 1, None, None)
+    assert caught.value.reason == "store_unreachable"
+    probed = await down.probe("docs")
+    assert probed is not None and probed.reason == "store_unreachable"
+    down.close()
+
+    empty = _hub({"path": str(tmp_path / "qdrant")}, tmp_path)
+    probed = await empty.probe("docs")
+    assert probed is not None and probed.reason == "collection_missing"
+    with pytest.raises(ResourceError) as caught:
+        await empty.search("docs", [1.0, 0.0, 0.0], 1, None, None)
+    assert caught.value.reason == "collection_missing"
+    empty.close()
