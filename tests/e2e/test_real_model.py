@@ -45,8 +45,7 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            str(REPO / "scripts" / "llama_server.py"),  # llama_cpp.server, minus the AMX segfault
             "--model",
             str(_gguf()),
             "--host",
