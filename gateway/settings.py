@@ -5,8 +5,10 @@ Every field carries a description: ``prefit schema`` and ``docs/`` are generated
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -23,10 +25,21 @@ __all__ = [
     "ResilienceSettings",
     "Settings",
     "UpstreamSettings",
+    "is_loopback_host",
 ]
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _RESERVED_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address: reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _key_form(key: SecretStr) -> SecretStr:
@@ -54,6 +67,12 @@ class UpstreamSettings(_Strict):
     )
     api_key: SecretStr | None = Field(
         default=None, description="Sent as `Authorization: Bearer ...`; never logged or returned."
+    )
+    requires_api_key: bool | None = Field(
+        default=None,
+        description="Whether calls need `api_key`; null: yes, unless base_url is on loopback (a local "
+        "llama.cpp or vLLM). While a needed key is missing, /readyz answers 503. Set false for a keyless "
+        "server on another host, or one authenticated by `headers`.",
     )
     timeout_s: float = Field(
         default=60.0, gt=0, description="Deadline for a whole non-streamed answer, or for a stream's first chunk."
@@ -95,6 +114,12 @@ class UpstreamSettings(_Strict):
     @property
     def read_timeout(self) -> float:
         return self.read_timeout_s or self.timeout_s
+
+    @property
+    def needs_api_key(self) -> bool:
+        if self.requires_api_key is not None:
+            return self.requires_api_key
+        return not is_loopback_host(urlsplit(self.base_url).hostname or "")
 
 
 class QdrantSettings(_Strict):

@@ -108,6 +108,10 @@ class Config:
     loaded_at: float = field(default_factory=time.time)
     unset_env: frozenset[str] = frozenset()
     resources: ResourceHub = field(default_factory=ResourceHub, compare=False)
+    #: Each upstream as ``/readyz`` shows it: ``"ok"``, or why its calls cannot succeed.
+    upstream_status: Mapping[str, str] = field(default_factory=dict)
+    #: Upstreams that are not ok although the default upstream or a policy uses them: not ready.
+    unready_upstreams: tuple[str, ...] = ()
 
 
 def find_settings_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> Path | None:
@@ -456,6 +460,42 @@ def _load_policies(
     return policies
 
 
+def _used_upstreams(settings: Settings, policies: Mapping[str, LoadedPolicy]) -> set[str]:
+    """The default upstream and every upstream a variant or a fallback of a policy calls."""
+    used = {settings.default_upstream} if settings.default_upstream else set()
+    for policy in policies.values():
+        for variant in policy.variants:
+            used.add(variant.upstream)
+            used.update(fallback.upstream for fallback in variant.spec.fallbacks)
+    return used
+
+
+def _upstream_status(
+    settings: Settings, located: Located, policies: Mapping[str, LoadedPolicy]
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Which upstreams lack a key they need, and why: an ``api_key: ${VAR}`` whose VAR is unset only
+    warns at load (the file is valid), so without this the first call would be the first to fail."""
+    used = _used_upstreams(settings, policies)
+    status: dict[str, str] = {}
+    unready: list[str] = []
+    for name, upstream in settings.upstreams.items():
+        if upstream.api_key is not None or not upstream.needs_api_key:
+            status[name] = "ok"
+            continue
+        blank = located.blank_env.get(("upstreams", name, "api_key"), {})
+        why = ", ".join(f"{var} is {state}" for var, state in sorted(blank.items()))
+        problem = f"no api_key ({why})" if why else "no api_key"
+        if name in used:
+            unready.append(name)
+            log.warning(
+                "upstream %r has %s: its calls will fail and /readyz answers 503 until it is set", name, problem
+            )
+        else:
+            problem += "; unused"
+        status[name] = problem
+    return status, tuple(unready)
+
+
 def load_config(settings_file: Path | None, *, resources: Resources | None = None, cwd: Path | None = None) -> Config:
     """Load settings and every policy. Raises ``ConfigError`` listing every problem found."""
     issues: list[ConfigIssue] = []
@@ -475,6 +515,7 @@ def load_config(settings_file: Path | None, *, resources: Resources | None = Non
         raise ConfigError(issues)
     if located.unset_env:
         log.warning("unset environment variables expanded to empty: %s", ", ".join(sorted(located.unset_env)))
+    upstream_status, unready_upstreams = _upstream_status(settings, located, policies)
     return Config(
         settings=settings,
         settings_file=located.file if settings_file is not None else None,
@@ -483,4 +524,6 @@ def load_config(settings_file: Path | None, *, resources: Resources | None = Non
         policies=policies,
         unset_env=frozenset(located.unset_env),
         resources=hub,
+        upstream_status=upstream_status,
+        unready_upstreams=unready_upstreams,
     )

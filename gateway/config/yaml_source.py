@@ -40,6 +40,9 @@ class Located:
     values: dict[Path_, Position] = field(default_factory=dict)
     keys: dict[Path_, Position] = field(default_factory=dict)
     unset_env: set[str] = field(default_factory=set)
+    #: For each value that used ``${VAR}`` without a default: the variables that gave nothing, as
+    #: ``{name: "unset" | "empty"}`` (so ``/readyz`` can say why an upstream has no key).
+    blank_env: dict[Path_, dict[str, str]] = field(default_factory=dict)
 
     def position(self, path: Path_, *, key: bool = False) -> Position | None:
         """Where ``path`` (or its nearest existing parent) stands; with ``key``, prefer the key's mark."""
@@ -113,8 +116,15 @@ class _Builder:
         self.refs = refs
         self.constructor = yaml.constructor.SafeConstructor()
 
-    def _expand(self, value: str) -> str:
+    def _expand(self, value: str, path: Path_) -> str:
         restored = _SLOT_PATTERN.sub(lambda m: self.refs[int(m.group(1))], value)
+        blank = {
+            match.group(1): "unset" if match.group(1) not in self.env else "empty"
+            for match in _ENV_PATTERN.finditer(restored)
+            if match.group(2) is None and not self.env.get(match.group(1))
+        }
+        if blank:
+            self.located.blank_env[path] = blank
         return expand_env(restored, self.env, self.located.unset_env)
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
@@ -138,7 +148,7 @@ class _Builder:
             return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
         value = self.constructor.construct_object(node, deep=True)
         if isinstance(value, str) and _SLOT_OPEN in value:
-            value = self._expand(value)
+            value = self._expand(value, path)
         return value
 
 

@@ -49,6 +49,8 @@ class Breaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.trial = False
+        #: What the last counted failure was, for the fast-failing error to name its cause.
+        self.last_failure = ""
 
     def allow(self) -> bool:
         if self.opened_at is None:
@@ -70,8 +72,9 @@ class Breaker:
         so the next caller may try again rather than the circuit staying open for good."""
         self.trial = False
 
-    def failed(self) -> None:
+    def failed(self, cause: str = "") -> None:
         self.failures += 1
+        self.last_failure = cause or self.last_failure
         if self.trial or self.failures >= self._settings().breaker_failures:
             self.trial = False
             self.opened_at = time.monotonic()
@@ -82,6 +85,12 @@ def _counts_against_health(error: UpstreamError) -> bool:
     if isinstance(error, UpstreamStatus):
         return error.status >= 500
     return isinstance(error, UpstreamUnreachable | UpstreamTimeout) or error.reason == "payload"
+
+
+def _circuit_open(breaker: Breaker) -> CircuitOpen:
+    """The fast failure, naming what opened the circuit: "circuit open" alone hides the cause."""
+    cause = f" (last failure: {breaker.last_failure})" if breaker.last_failure else ""
+    return CircuitOpen(f"upstream {breaker.name!r} is failing; its circuit is open{cause}")
 
 
 def _retryable(error: UpstreamError) -> bool:
@@ -133,7 +142,7 @@ class Resilience:
                     raise last or UpstreamTimeout("the request's deadline passed before an upstream answered")
                 if not breaker.allow():
                     self.metrics.count_upstream_error(target.upstream.name, CircuitOpen.reason)
-                    last = CircuitOpen(f"upstream {target.upstream.name!r} is failing; its circuit is open")
+                    last = _circuit_open(breaker)
                     break
                 try:
                     result = await attempt(target, left)
@@ -143,7 +152,7 @@ class Resilience:
                 except UpstreamError as error:
                     last = error
                     if _counts_against_health(error):
-                        breaker.failed()
+                        breaker.failed(error.message)
                     else:
                         breaker.succeeded()
                     if _is_client_error(error):

@@ -1,4 +1,9 @@
-"""Summaries, paired comparisons and gates for ``prefit eval``, as a rich table and as JSON."""
+"""Summaries, paired comparisons and gates for ``prefit eval``, as a rich table and as JSON.
+
+A report must not claim more than was measured: a variant whose every call failed has no score
+and no interval ("not measured", null in JSON), and latencies cover only the calls this run made,
+never the ones replayed from the cache.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +24,23 @@ __all__ = ["Comparison", "Summary", "check_gates", "compare", "render_report", "
 class Summary:
     variant: str
     n: int
-    scores: dict[str, float]
-    interval: tuple[float, float]
-    p50_s: float
-    p95_s: float
+    #: Items that got an answer (``n`` less errors); 0 means nothing was measured.
+    measured: int
+    #: None for every metric when nothing was measured.
+    scores: dict[str, float | None]
+    interval: tuple[float, float] | None
+    #: Over the calls this run made (not cached, not failed); None when there were none.
+    p50_s: float | None
+    p95_s: float | None
     prompt_tokens: int
     completion_tokens: int
     errors: int
     cached: int
     cost_usd: float | None
     results: list[ItemResult] = field(repr=False, default_factory=list)
+    #: The error that happened first (by time, not by item id): later ones are often its echo,
+    #: such as an open circuit after connection failures.
+    first_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -43,24 +55,31 @@ class Comparison:
 
 
 def summarise(variant: str, results: list[ItemResult], metrics: list[str]) -> Summary:
+    """Scores over every item (a failed call scores 0), unless no call succeeded at all."""
     primary = metrics[0]
     n = len(results)
-    scores = {m: (sum(r.scores.get(m, 0.0) for r in results) / n if n else 0.0) for m in metrics}
+    failed = [r for r in results if r.error is not None]
+    measured = n - len(failed)
+    scores: dict[str, float | None] = {
+        m: (sum(r.scores.get(m, 0.0) for r in results) / n if measured else None) for m in metrics
+    }
     passed = sum(1 for r in results if r.scores.get(primary, 0.0) >= 0.5)
-    latencies = [r.latency_s for r in results if r.error is None]
+    latencies = [r.latency_s for r in results if r.error is None and not r.cached and r.latency_s is not None]
     return Summary(
         variant,
         n,
+        measured,
         scores,
-        wilson(passed, n),
-        percentile(latencies, 50),
-        percentile(latencies, 95),
+        wilson(passed, n) if measured else None,
+        percentile(latencies, 50) if latencies else None,
+        percentile(latencies, 95) if latencies else None,
         sum(r.prompt_tokens for r in results),
         sum(r.completion_tokens for r in results),
-        sum(1 for r in results if r.error is not None),
+        len(failed),
         sum(1 for r in results if r.cached),
         _total_cost(results),
         results,
+        min(failed, key=lambda r: r.finished_at).error if failed else None,
     )
 
 
@@ -102,8 +121,9 @@ def check_gates(summaries: list[Summary], gates: dict[str, str], gated: set[str]
     """
     failures = []
     for summary in summaries:
-        if summary.n and summary.errors == summary.n:
+        if not summary.measured:
             failures.append(f"{summary.variant}: every call failed, nothing was measured")
+            continue
         if gated is not None and summary.variant not in gated:
             continue
         for metric, gate in gates.items():
@@ -115,7 +135,7 @@ def check_gates(summaries: list[Summary], gates: dict[str, str], gated: set[str]
             if metric not in summary.scores:
                 failures.append(f"{summary.variant}: gate on {metric!r}, which is not among the metrics")
                 continue
-            value = summary.scores[metric]
+            value = summary.scores[metric] or 0.0
             ok = {
                 ">=": value >= threshold,
                 "<=": value <= threshold,
@@ -145,14 +165,13 @@ def render_report(
     for column in ("p50 s", "p95 s", "prompt tok", "completion tok", "cost USD", "errors", "cached"):
         table.add_column(column, justify="right")
     for s in summaries:
-        low, high = s.interval
         table.add_row(
             s.variant,
             str(s.n),
-            f"{s.scores[metrics[0]]:.3f} [{low:.3f}, {high:.3f}]",
-            *[f"{s.scores[m]:.3f}" for m in metrics[1:]],
-            f"{s.p50_s:.3f}",
-            f"{s.p95_s:.3f}",
+            _primary_cell(s, metrics[0]),
+            *[_number(s.scores[m]) for m in metrics[1:]],
+            _number(s.p50_s, "-"),
+            _number(s.p95_s, "-"),
             str(s.prompt_tokens),
             str(s.completion_tokens),
             "-" if s.cost_usd is None else f"{s.cost_usd:.6f}",
@@ -160,19 +179,35 @@ def render_report(
             str(s.cached),
         )
     console.print(table)
+    cached = sum(s.cached for s in summaries)
+    if cached:
+        console.print(
+            f"cached: {cached} item(s) replayed stored answers; latencies cover only the calls made now (--no-cache)"
+        )
     for c in comparisons:
         console.print(
             f"{c.variant} vs {c.baseline} on {c.metric}: {c.better} better, {c.worse} worse, "
             f"exact McNemar p = {c.p_value:.4f}" + (f"; regressed: {', '.join(c.regressed)}" if c.regressed else "")
         )
     for s in summaries:
-        first = next((r for r in s.results if r.error is not None), None)
-        if first is not None:
-            console.print(f"[yellow]{s.variant}: {s.errors} of {s.n} calls failed[/yellow]; first: {first.error}")
+        if s.first_error is not None:
+            console.print(f"[yellow]{s.variant}: {s.errors} of {s.n} calls failed[/yellow]; first: {s.first_error}")
     for failure in failures:
         console.print(f"[red]gate failed[/red] {failure}")
     if not failures:
         console.print("all gates passed" if summaries else "nothing was run")
+
+
+def _number(value: float | None, missing: str = "not measured") -> str:
+    return missing if value is None else f"{value:.3f}"
+
+
+def _primary_cell(summary: Summary, metric: str) -> str:
+    value = summary.scores[metric]
+    if value is None or summary.interval is None:
+        return "not measured"
+    low, high = summary.interval
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def report_json(
@@ -184,8 +219,9 @@ def report_json(
         "variants": {
             s.variant: {
                 "n": s.n,
+                "measured": s.measured,
                 "scores": s.scores,
-                "interval": list(s.interval),
+                "interval": list(s.interval) if s.interval is not None else None,
                 "p50_s": s.p50_s,
                 "p95_s": s.p95_s,
                 "prompt_tokens": s.prompt_tokens,
@@ -193,6 +229,7 @@ def report_json(
                 "cost_usd": s.cost_usd,
                 "errors": s.errors,
                 "cached": s.cached,
+                "first_error": s.first_error,
                 "items": [r.as_json() for r in s.results],
             }
             for s in summaries

@@ -101,7 +101,12 @@ async def run_eval(config: Config, options: EvalOptions) -> bool:
     comparisons = []
     if options.baseline is not None:
         base = next(s for s in summaries if s.variant == options.baseline)
-        comparisons = [compare(s, base, metrics[0]) for s in summaries if s.variant != options.baseline]
+        # A comparison with a side that measured nothing would count its failures as wrong answers.
+        comparisons = [
+            compare(s, base, metrics[0])
+            for s in summaries
+            if s.variant != options.baseline and s.measured and base.measured
+        ]
     serving = {name for name in names if (variant := policy.variant(name)) is not None and variant.weight > 0}
     failures = check_gates(summaries, spec.gates if spec else {}, serving or None)
     render_report(console, policy.name, summaries, comparisons, metrics, failures)

@@ -53,12 +53,17 @@ class ItemResult:
     repeat: int
     output: str = ""
     scores: dict[str, float] = field(default_factory=dict)
-    latency_s: float = 0.0
+    #: Seconds this run waited for the answer; None for a cached item, which made no call.
+    latency_s: float | None = None
+    #: For a cached item, the latency measured when the answer was stored.
+    cached_latency_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
     cached: bool = False
     cost_usd: float | None = None
+    #: When the item finished (monotonic), so a report can name the first error that happened.
+    finished_at: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +75,7 @@ class ItemResult:
             "output": self.output,
             "scores": self.scores,
             "latency_s": self.latency_s,
+            "cached_latency_s": self.cached_latency_s,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd,
@@ -184,6 +190,7 @@ class Runner:
                 await self._call(result, use_cache)
             except httpx.HTTPError as exc:
                 result.error = f"{exc.__class__.__name__}: {exc}"
+            result.finished_at = time.monotonic()
         if result.error is None:
             result.scores = {s.name: _safe_score(s, result.output, item) for s in self.scorers}
         else:
@@ -229,7 +236,7 @@ class Runner:
 
 def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
     result.output = stored["output"]
-    result.latency_s = stored["latency_s"]
+    result.cached_latency_s = stored["latency_s"]
     result.prompt_tokens = stored["prompt_tokens"]
     result.completion_tokens = stored["completion_tokens"]
     result.cost_usd = stored.get("cost_usd")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Callable, Iterable
 
 import orjson
@@ -21,8 +20,9 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import Unauthenticated
+from gateway.settings import is_loopback_host
 
-__all__ = ["AuthMiddleware", "KeyRing", "bearer_token", "is_local", "is_loopback"]
+__all__ = ["AuthMiddleware", "KeyRing", "bearer_token", "is_local"]
 
 #: Headers by which a reverse proxy says it speaks for someone else.
 _FORWARDED = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
@@ -66,16 +66,6 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address, or ``localhost``) names this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def is_local(scope: Scope) -> bool:
     """A caller on this machine that no proxy speaks for.
 
@@ -85,7 +75,7 @@ def is_local(scope: Scope) -> bool:
     if any(name in _FORWARDED for name, _ in scope["headers"]):
         return False
     client = scope.get("client")
-    return client is not None and is_loopback(str(client[0]))
+    return client is not None and is_loopback_host(str(client[0]))
 
 
 class AuthMiddleware:

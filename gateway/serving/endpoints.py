@@ -611,6 +611,9 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """``GET /readyz``: config loaded and clients started (503 otherwise), and the last reload's outcome.
 
+    ``upstreams`` says of each upstream "ok" or why its calls cannot succeed (no api_key); one the
+    default upstream or a policy uses makes the gateway unready, since every call to it would fail.
+
     An unreachable Redis makes the gateway unready only when rate limits fail closed; failing open,
     the gateway still serves correctly and taking it out of rotation would only hurt.
 
@@ -633,6 +636,10 @@ async def readyz(request: Request) -> Response:
         "config_loaded_at": snapshot.config.loaded_at,
         "last_reload": {"ok": status.ok, "at": status.at, "errors": status.errors},
     }
+    body["upstreams"] = dict(snapshot.config.upstream_status)
+    if snapshot.config.unready_upstreams:
+        ready = False
+        body["status"] = "degraded"
     if snapshot.config.settings.redis_url:
         reachable = await snapshot.state.ping()
         body["redis"] = "ok" if reachable else "unreachable"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -164,6 +165,10 @@ class Upstream:
         """Map an aiohttp or timeout failure onto Prefit's errors, without leaking the key."""
         if isinstance(exc, TimeoutError):
             error: UpstreamError = UpstreamTimeout(f"upstream {self.name!r} did not answer in time")
+        elif isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno == errno.ECONNREFUSED:
+            error = UpstreamUnreachable(
+                f"upstream {self.name!r} is unreachable: connection refused by {exc.host}:{exc.port}"
+            )
         elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
             error = UpstreamUnreachable(f"upstream {self.name!r} is unreachable: {self.scrub(str(exc))}")
         elif isinstance(exc, aiohttp.ClientPayloadError):

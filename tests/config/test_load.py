@@ -151,3 +151,52 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run([sys.executable, "-m", "gateway", "check"], capture_output=True, text=True, cwd=tmp_path)
     assert good.returncode == 0, good.stderr
     assert "gpt-4o-mini" in good.stdout
+
+
+def test_upstream_without_a_needed_key_is_named_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PREFIT_TEST_UNSET", raising=False)
+    monkeypatch.setenv("PREFIT_TEST_EMPTY", "")
+    write_files(
+        tmp_path,
+        {
+            "prefit.yaml": """
+            upstreams:
+              openai: {base_url: https://api.openai.com/v1, api_key: ${PREFIT_TEST_UNSET}}
+              azure: {base_url: https://x.openai.azure.com/v1, api_key: "${PREFIT_TEST_EMPTY}"}
+              fallback: {base_url: https://fallback.example/v1}
+              spare: {base_url: https://spare.example/v1}
+              internal: {base_url: http://vllm.internal:8000/v1, requires_api_key: false}
+              local: {base_url: http://127.0.0.1:8000/v1}
+              local6: {base_url: "http://[::1]:8000/v1"}
+              localhost: {base_url: http://localhost:8000/v1}
+            default_upstream: local
+            """,
+            "policies/p.yaml": """
+            upstream: azure
+            fallbacks: [{upstream: fallback, upstream_model: m}]
+            variants: [{name: a, weight: 1}, {name: b, weight: 1, upstream: openai}]
+            """,
+        },
+    )
+    config = load_config(tmp_path / "prefit.yaml")
+    assert config.upstream_status == {
+        "openai": "no api_key (PREFIT_TEST_UNSET is unset)",
+        "azure": "no api_key (PREFIT_TEST_EMPTY is empty)",
+        "fallback": "no api_key",
+        "spare": "no api_key; unused",
+        "internal": "ok",
+        "local": "ok",
+        "local6": "ok",
+        "localhost": "ok",
+    }
+    assert set(config.unready_upstreams) == {"openai", "azure", "fallback"}
+
+
+def test_a_keyless_loopback_default_upstream_is_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert load_config(None, cwd=tmp_path).unready_upstreams == ("openai",)
+    write_files(tmp_path, {"prefit.yaml": SETTINGS})
+    config = load_config(tmp_path / "prefit.yaml")
+    assert (config.upstream_status, config.unready_upstreams) == ({"main": "ok"}, ())

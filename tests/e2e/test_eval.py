@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import GatewayProcess, write_files
+from tests.conftest import GatewayProcess, free_port, write_files
 from tests.fakes.upstream import FakeUpstream
 
 DATASET = "\n".join(
@@ -116,3 +116,39 @@ def test_save_stores_the_run_for_the_console(workdir: Path, upstream: FakeUpstre
     assert saved["policy"] == "labeler"
     assert saved["variants"]["few-shot"]["n"] == 10
     assert saved["saved_at"] > 0
+
+
+def test_a_down_upstream_is_named_and_nothing_is_claimed_measured(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
+    files = _files(fake_upstream)
+    port = free_port()
+    files["prefit.yaml"] = files["prefit.yaml"].replace(fake_upstream.base_url, f"http://127.0.0.1:{port}/v1")
+    write_files(tmp_path, files)
+    done = _eval(tmp_path, "--baseline", "zero-shot", "--json", "report.json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    shown = " ".join(done.stdout.split())  # rich wraps long lines
+    assert f"connection refused by 127.0.0.1:{port}" in shown, "the cause, not only 'its circuit is open'"
+    assert "not measured" in shown
+    assert "[0.000," not in shown, "no interval for a variant where nothing was measured"
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    for variant in report["variants"].values():
+        assert (variant["measured"], variant["errors"], variant["interval"]) == (0, 10, None)
+        assert variant["scores"] == {"exact_match": None, "contains": None}
+        assert (variant["p50_s"], variant["p95_s"]) == (None, None)
+        assert f"connection refused by 127.0.0.1:{port}" in variant["first_error"]
+    assert report["comparisons"] == [], "a comparison with nothing measured would count failures as wrong answers"
+
+
+def test_cached_items_are_not_reported_as_measured_latency(workdir: Path, upstream: FakeUpstream) -> None:
+    assert _eval(workdir, "--variants", "few-shot", "--json", "first.json").returncode == 0
+    first = orjson.loads((workdir / "first.json").read_bytes())["variants"]["few-shot"]
+    assert first["p50_s"] is not None and first["cached"] == 0
+    again = _eval(workdir, "--variants", "few-shot", "--json", "again.json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "cached: 10" in again.stdout
+    variant = orjson.loads((workdir / "again.json").read_bytes())["variants"]["few-shot"]
+    assert (variant["cached"], variant["p50_s"], variant["p95_s"]) == (10, None, None)
+    stored = {item["id"]: item["latency_s"] for item in first["items"]}
+    for item in variant["items"]:
+        assert item["cached"] is True
+        assert item["latency_s"] is None, "a cached item made no call"
+        assert item["cached_latency_s"] == stored[item["id"]]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, free_port
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +47,7 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            str(REPO / "scripts" / "llama_server.py"),  # llama_cpp.server, minus the AMX segfault
             "--model",
             str(_gguf()),
             "--host",
@@ -182,3 +183,56 @@ def test_demo_few_shot_beats_zero_shot(llama_url: str, tmp_path: Path) -> None:
     variants = orjson.loads(report.read_bytes())["variants"]
     zero, six = variants["zero-shot"]["scores"]["exact_match"], variants["six-shot"]["scores"]["exact_match"]
     assert zero <= 0.1 < 0.4 <= six, (zero, six)
+
+
+def _lines_until(process: subprocess.Popen[str], marker: str, lines: list[str]) -> threading.Event:
+    """Collect ``process``'s stderr in a thread; the event is set once ``marker`` appears (or it ends)."""
+    seen = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+        seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return seen
+
+
+def test_make_local_answers_with_no_api_key() -> None:
+    """scripts/local (``make local``): the local model and the gateway, called as the README shows,
+    then stopped with Ctrl-C (SIGINT to the whole foreground group) and exit 0."""
+    llama_port, prefit_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env.update(VENV=sys.prefix, LLAMA_PORT=str(llama_port), PREFIT_PORT=str(prefit_port), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "local")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert _lines_until(process, "prefit listening on", lines).wait(180), "".join(lines)
+        assert process.poll() is None, "".join(lines)
+        url = f"http://127.0.0.1:{prefit_port}"
+        assert httpx.get(url + "/readyz", timeout=10).json()["upstreams"] == {"local": "ok"}
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused-without-gateway-keys", max_retries=0, timeout=120)
+        raw = client.chat.completions.with_raw_response.create(
+            model="assistant", messages=[{"role": "user", "content": "Say hello in five words."}]
+        )
+        assert raw.parse().choices[0].message.content
+        assert raw.headers["x-prefit-upstream"] == "local"
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(60) == 0, "".join(lines)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", llama_port), timeout=2):
+        pass  # the model server was stopped with the gateway
+    assert "Aborted!" not in "".join(lines)

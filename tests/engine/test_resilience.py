@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.engine.resilience import Resilience, Target
-from gateway.errors import UpstreamUnreachable
+from gateway.errors import CircuitOpen, UpstreamUnreachable
 from gateway.metrics import Metrics
 from gateway.settings import ResilienceSettings
 from gateway.state.base import MemoryState
@@ -18,7 +18,7 @@ class _Named:
 
 
 def _resilience(**overrides: float) -> Resilience:
-    settings = ResilienceSettings(retries=0, breaker_failures=1, breaker_reset_s=0.01, **overrides)  # type: ignore[arg-type]
+    settings = ResilienceSettings(**{"retries": 0, "breaker_failures": 1, "breaker_reset_s": 0.01, **overrides})  # type: ignore[arg-type]
     return Resilience(settings, Metrics())
 
 
@@ -44,6 +44,24 @@ async def test_a_cancelled_trial_does_not_keep_the_circuit_open() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert breaker.allow(), "after an abandoned trial the next caller may try again"
+
+
+async def test_an_open_circuit_names_the_failure_that_opened_it() -> None:
+    resilience = _resilience(breaker_reset_s=60)
+    target = Target(_Named(), None)  # type: ignore[arg-type]
+
+    async def refuse(target: Target, left: float) -> None:
+        raise UpstreamUnreachable("upstream 'up' is unreachable: connection refused by 127.0.0.1:8000")
+
+    deadline = asyncio.get_running_loop().time() + 60
+    with pytest.raises(UpstreamUnreachable):
+        await resilience.call([target], deadline, refuse)
+    with pytest.raises(CircuitOpen) as caught:
+        await resilience.call([target], deadline, refuse)
+    assert caught.value.message == (
+        "upstream 'up' is failing; its circuit is open "
+        "(last failure: upstream 'up' is unreachable: connection refused by 127.0.0.1:8000)"
+    )
 
 
 async def test_reloaded_thresholds_apply_to_existing_breakers() -> None:

@@ -6,7 +6,8 @@ import hashlib
 
 from pydantic import SecretStr
 
-from gateway.serving.auth import KeyRing, bearer_token, is_local, is_loopback
+from gateway.serving.auth import KeyRing, bearer_token, is_local
+from gateway.settings import is_loopback_host
 
 
 def test_plain_and_hashed_keys() -> None:
@@ -49,8 +50,9 @@ def test_is_local_means_loopback_with_no_proxy_in_between() -> None:
     assert not is_local(scope("127.0.0.1", (b"x-real-ip", b"203.0.113.9")))
 
 
-def test_is_loopback_names_this_machine_only() -> None:
-    assert is_loopback("localhost")
-    assert is_loopback("127.0.0.5")
-    assert not is_loopback("0.0.0.0")
-    assert not is_loopback("example.com")
+def test_is_loopback_host_names_this_machine_only() -> None:
+    assert is_loopback_host("localhost")
+    assert is_loopback_host("127.0.0.5")
+    assert is_loopback_host("[::1]")
+    assert not is_loopback_host("0.0.0.0")
+    assert not is_loopback_host("example.com")
