@@ -521,9 +521,10 @@ async def passthrough(request: Request) -> Response:
     if default is None:
         raise ModelNotFound(f"No upstream serves {request.url.path} on this gateway.", code="not_found")
     forwarded_path = _safe_forward_path(request)
-    body = b""
-    if request.method in _FORWARDED_METHODS_WITH_BODY:
-        body = await read_body(request, config.settings.max_body_bytes)
+    # Read even when it is not forwarded: a consumed body is what lets a hang-up be noticed (HangupWatch).
+    body = await read_body(request, config.settings.max_body_bytes)
+    if request.method not in _FORWARDED_METHODS_WITH_BODY:
+        body = b""
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
     if snapshot.limiter.applies(None):
         await snapshot.limiter.admit(_caller(request, snapshot), exchange.policy, None)

@@ -17,6 +17,7 @@ from gateway.auth import AuthMiddleware
 from gateway.config import Config
 from gateway.console import Console
 from gateway.exchange import ExchangeMiddleware
+from gateway.hangup import HangupWatch
 from gateway.metrics import Metrics
 from gateway.reload import Reloader
 from gateway.runtime import Runtime
@@ -64,6 +65,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     ]
     middleware = [
         Middleware(ExchangeMiddleware, metrics=metrics, access_log=access_log),
+        Middleware(HangupWatch),
         Middleware(AuthMiddleware, keyrings=runtime.keyrings),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
