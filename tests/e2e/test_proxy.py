@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import UPSTREAM_KEY, GatewayProcess, free_port
@@ -291,6 +292,17 @@ def test_upstream_key_never_leaks(client: openai.OpenAI, gateway: GatewayProcess
         client.chat.completions.create(model="unreachable", messages=USER)
     assert UPSTREAM_KEY not in gateway.log
     assert UPSTREAM_KEY not in gateway.metrics()
+
+
+def test_forwarded_body_is_scrubbed_across_chunks(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    with httpx.stream("POST", gateway.url + "/v1/files", json={"model": "fake-leak-split"}, timeout=10) as reply:
+        assert reply.status_code == 401
+        parts = reply.iter_raw()
+        received = next(parts)  # the first chunk has arrived, so the rest is a second chunk
+        upstream.release()
+        received += b"".join(parts)
+    assert UPSTREAM_KEY.encode() not in received
+    assert orjson.loads(received)["error"]["message"] == "bad key: Bearer [redacted]"
 
 
 # -- observability ----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Behaviour is chosen by the requested model name so one server serves every test:
   until the client leaves (at most ``wait_seconds``); ``waiting`` counts such calls open now,
   ``held`` those begun and ``abandoned`` those the client closed since ``reset()``, and
   ``wait_until`` waits for a condition on them
+- ``fake-leak-split`` (on a forwarded path): a 401 whose body repeats the Authorization header it
+  got, sent in two parts split inside the key, the second after ``release``
 - ``fake-stream-error``: streams one chunk, then an SSE error event
 - ``fake-json-flaky``: an answer that is not JSON, then (once re-asked) ``{"category": "billing", "priority": 2}``
 - ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
@@ -192,6 +194,19 @@ class FakeUpstream:
         finally:
             self._count_waits(-1, abandoned=int(left))
         return _json(_completion("fake-wait", "answered after all"))
+
+    async def _split_leak(self, request: Request):  # type: ignore[no-untyped-def]
+        text = orjson.dumps(_error(f"bad key: {request.headers.get('authorization')}", "invalid_request_error"))
+        key_at = text.index(b"Bearer ") + len(b"Bearer ")
+        cut = key_at + (len(text) - key_at) // 4
+        try:
+            yield text[:cut]
+            assert self._release is not None
+            await self._release.wait()
+            yield text[cut:]
+        finally:
+            if self._release is not None:
+                self._release.clear()
 
     async def _scripted(self, model: str, request: Request, body: dict[str, Any]) -> Response | None:
         if model in ("fake-500", "fake-400", "fake-429"):
@@ -376,6 +391,8 @@ class FakeUpstream:
         model = body.get("model") if isinstance(body, dict) else request.query_params.get("model")
         if model == "fake-wait":
             return await self._wait_for_hangup(request)
+        if model == "fake-leak-split":
+            return StreamingResponse(self._split_leak(request), status_code=401, media_type="application/json")
         return _json(
             {"method": request.method, "path": request.url.path, "query": request.url.query, "body": body},
             headers={"x-upstream-header": "kept", "set-cookie": "session=upstream"},
