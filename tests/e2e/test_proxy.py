@@ -305,6 +305,17 @@ def test_forwarded_body_is_scrubbed_across_chunks(gateway: GatewayProcess, upstr
     assert orjson.loads(received)["error"]["message"] == "bad key: Bearer [redacted]"
 
 
+def test_streaming_embeddings_is_the_clients_mistake(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="text-embedding-3-small", input="a", extra_body={"stream": True})
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error" and error["param"] == "stream"
+    assert "stream" in error["message"]
+    assert not [r for r in upstream.requests if r.path == "/v1/embeddings"]
+    assert client.embeddings.create(model="text-embedding-3-small", input="a", extra_body={"stream": False}).data
+
+
 # -- observability ----------------------------------------------------------------------------
 
 
