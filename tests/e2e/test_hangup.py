@@ -110,3 +110,17 @@ def test_many_concurrent_hang_ups_leave_no_upstream_call_open(gateway: GatewayPr
     _hang_up(gateway, waits, names)
     assert waits.waiting == 0, "upstream calls were left open"
     wait_for(lambda: _client_closed_count(gateway) == before + 20, "every hang-up counted as status 499")
+
+
+def test_hang_up_while_sending_the_body_is_499_not_a_gateway_error(gateway: GatewayProcess) -> None:
+    request_id = uuid.uuid4().hex
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"content-length: 1000\r\nx-request-id: {request_id}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"model": "fake-wait", "mess')
+    wait_for(lambda: any(r.get("request_id") == request_id for r in gateway.records()), "the access log line")
+    [line] = [r for r in gateway.records() if r.get("request_id") == request_id]
+    assert line["status"] == 499 and line["error"] == "client_closed"
+    assert not [r for r in gateway.records("gateway.exchange") if r.get("request_id") == request_id]
