@@ -18,6 +18,7 @@ from gateway.serving import endpoints as routing
 from gateway.serving.access_log import AccessLog
 from gateway.serving.auth import AuthMiddleware
 from gateway.serving.exchange import ExchangeMiddleware
+from gateway.serving.hangup import HangupWatch
 from gateway.serving.reload import Reloader
 from gateway.serving.runtime import Runtime
 
@@ -64,6 +65,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     ]
     middleware = [
         Middleware(ExchangeMiddleware, metrics=metrics, access_log=access_log),
+        Middleware(HangupWatch),
         Middleware(AuthMiddleware, keyrings=runtime.keyrings),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -27,6 +27,7 @@ from gateway.engine.record import CLIENT_CLOSED, Exchange
 from gateway.engine.resilience import Target
 from gateway.errors import (
     BodyTooLarge,
+    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
@@ -447,12 +448,21 @@ async def render(request: Request) -> Response:
     return Response(orjson.dumps(rendered), headers=_prefit_headers(exchange), media_type=_JSON)
 
 
-async def _model_call(request: Request, path: str, *, apply_params: bool) -> Response:
-    """Completions and embeddings: the policy picks upstream and model; the body is otherwise the client's."""
+async def _model_call(request: Request, path: str, *, apply_params: bool, streams: bool) -> Response:
+    """Completions and embeddings: the policy picks upstream and model; the body is otherwise the client's.
+
+    ``streams``: whether the endpoint can stream at all; asking one that cannot is the client's mistake.
+    """
     runtime = runtime_of(request)
     snapshot = runtime.current
     exchange = exchange_of(request.scope)
     body = parse_model_request(await read_body(request, snapshot.config.settings.max_body_bytes))
+    if body.stream and not streams:
+        raise InvalidRequest(
+            f"{request.url.path} does not stream its answer; remove 'stream' or set it to false.",
+            param="stream",
+            code="unsupported_parameter",
+        )
     route = _resolve(request, snapshot, body.model, exchange)
     await _admit(request, snapshot, route, exchange)
     if route.variant is not None:
@@ -476,13 +486,13 @@ async def _model_call(request: Request, path: str, *, apply_params: bool) -> Res
 @endpoint
 async def completions(request: Request) -> Response:
     """``POST /v1/completions`` (legacy text completions)."""
-    return await _model_call(request, "/completions", apply_params=True)
+    return await _model_call(request, "/completions", apply_params=True, streams=True)
 
 
 @endpoint
 async def embeddings(request: Request) -> Response:
     """``POST /v1/embeddings``."""
-    return await _model_call(request, "/embeddings", apply_params=False)
+    return await _model_call(request, "/embeddings", apply_params=False, streams=False)
 
 
 def _model_entry(policy: LoadedPolicy, created: int) -> dict[str, Any]:
@@ -540,9 +550,10 @@ async def passthrough(request: Request) -> Response:
     if default is None:
         raise NotFound(f"No upstream serves {request.url.path} on this gateway.")
     forwarded_path = _safe_forward_path(request)
-    body = b""
-    if request.method in _FORWARDED_METHODS_WITH_BODY:
-        body = await read_body(request, config.settings.max_body_bytes)
+    # Read even when it is not forwarded: a consumed body is what lets a hang-up be noticed (HangupWatch).
+    body = await read_body(request, config.settings.max_body_bytes)
+    if request.method not in _FORWARDED_METHODS_WITH_BODY:
+        body = b""
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"
     if snapshot.limiter.applies(None):
         await snapshot.limiter.admit(_caller(request, snapshot), exchange.policy, None)

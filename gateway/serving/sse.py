@@ -1,9 +1,11 @@
-"""A Server-Sent Events response that always notices a client hang-up.
+"""Streamed responses that stop as soon as the client hangs up, without a listener task of their own.
 
-Starlette's ``StreamingResponse`` stops listening for ``http.disconnect`` when a server speaks
-ASGI 2.4 and relies on a failing send instead; a stream waiting on a slow upstream would then hold
-the upstream connection until its next chunk. Here the listener always runs, so a hang-up cancels
-the body iterator at once and its ``finally`` closes the upstream request.
+Starlette's ``StreamingResponse`` runs its own ``http.disconnect`` listener in a task group (or, on
+ASGI 2.4 servers, none at all and relies on a failing send, so a stream waiting on a slow upstream
+would hold the upstream connection until its next chunk). Here ``gateway.hangup.HangupWatch``
+listens for the whole request, from the moment its body has been read: a hang-up cancels the
+request and this body iterator with it, whose ``finally`` closes the upstream request. Every
+endpoint that streams reads its request body first, which is what starts that listener.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -21,19 +22,15 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class HangupAwareResponse(StreamingResponse):
-    """A streamed body that is cancelled as soon as the client disconnects."""
+    """A streamed body, cancelled with its request when the client disconnects (see ``HangupWatch``).
+
+    A failing send (the client is gone) or a body that breaks off on purpose (``ConnectionAbortedError``)
+    ends the response quietly; the server then drops the connection.
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def stream_then_stop() -> None:
-                with contextlib.suppress(OSError):
-                    await self.stream_response(send)
-                group.cancel_scope.cancel()
-
-            group.start_soon(stream_then_stop)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+        with contextlib.suppress(OSError):
+            await self.stream_response(send)
 
 
 class EventStreamResponse(HangupAwareResponse):

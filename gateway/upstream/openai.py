@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AnyStr
 
 import aiohttp
 import orjson
@@ -27,7 +27,7 @@ from gateway.metrics import Metrics
 from gateway.settings import UpstreamSettings
 from middleware.base import close_stream
 
-__all__ = ["HOP_BY_HOP", "ForwardedReply", "Upstream", "UpstreamPool"]
+__all__ = ["HOP_BY_HOP", "BodyScrubber", "ForwardedReply", "Upstream", "UpstreamPool"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ _REPLY_HEADERS_DROPPED = HOP_BY_HOP | {"content-length", "content-encoding", "se
 _SSE_DONE = b"[DONE]"
 #: Shorter header values (``acme``, ``2024-06-01``) are too common to be secrets worth redacting.
 _MIN_SECRET_LENGTH = 12
+_REDACTED = "[redacted]"
+_REDACTED_BYTES = _REDACTED.encode()
 
 
 @dataclass(slots=True)
@@ -92,6 +94,56 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _redact(text: AnyStr, secrets: Iterable[AnyStr], marker: AnyStr) -> AnyStr:
+    """``text`` with every occurrence of every secret replaced by ``marker``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, marker)
+    return text
+
+
+def _partial_secret_start(data: bytes, secrets: Iterable[bytes]) -> int:
+    """Where the longest end of ``data`` that could be the beginning of a secret starts; ``len(data)``
+    when no end could be."""
+    cut = len(data)
+    for secret in secrets:
+        first = secret[:1]
+        at = data.find(first, max(0, len(data) - len(secret) + 1))
+        while 0 <= at < cut:
+            if secret.startswith(data[at:]):
+                cut = at
+                break
+            at = data.find(first, at + 1)
+    return cut
+
+
+class BodyScrubber:
+    """Redacts secrets from a body that arrives in parts, a secret split across two parts included.
+
+    The end of a part is held back until the next one only when it could begin a secret (at most
+    ``len(secret) - 1`` bytes), so a streamed body is not delayed when nothing there looks like one:
+    an SSE event's closing blank line still goes out with its part.
+    """
+
+    __slots__ = ("_held", "_secrets")
+
+    def __init__(self, secrets: tuple[bytes, ...]) -> None:
+        self._secrets = secrets
+        self._held = b""
+
+    def feed(self, part: bytes) -> bytes:
+        """What of the body so far can go out now, redacted."""
+        data = _redact(self._held + part, self._secrets, _REDACTED_BYTES)
+        cut = _partial_secret_start(data, self._secrets)
+        self._held = data[cut:]
+        return data[:cut]
+
+    def flush(self) -> bytes:
+        """The held-back end, once the body is complete: it did not turn out to be a secret."""
+        held, self._held = self._held, b""
+        return held
+
+
 def _split_events(buffer: bytearray) -> Iterable[bytes]:
     """Pop every complete SSE event (``\\n\\n``-terminated) from ``buffer``, returning their data."""
     while True:
@@ -118,6 +170,7 @@ class Upstream:
         self._secrets = tuple(
             s for s in (self._secret, *settings.headers.values()) if s and len(s) >= _MIN_SECRET_LENGTH
         )
+        self._secret_bytes = tuple(s.encode() for s in self._secrets)
         self._auth_headers = dict(settings.headers)
         if self._secret:
             self._auth_headers["Authorization"] = f"Bearer {self._secret}"
@@ -153,10 +206,7 @@ class Upstream:
 
     def scrub(self, text: str) -> str:
         """Remove this upstream's key (and configured header values) from text a client or a log may see."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        return text
+        return _redact(text, self._secrets, _REDACTED)
 
     def _headers_for(self, request_id: str) -> dict[str, str]:
         return {**self._json_headers, "x-request-id": request_id}
@@ -318,7 +368,8 @@ class Upstream:
     async def forward(
         self, method: str, path: str, query: str, headers: Iterable[tuple[str, str]], body: bytes, request_id: str
     ) -> ForwardedReply:
-        """Send a request through unchanged but for its headers; the reply body streams back as it comes.
+        """Send a request through unchanged but for its headers; the reply body streams back as it comes,
+        with the upstream's key scrubbed from headers and body.
 
         Raises ``UpstreamError`` when no reply (not even an error status) arrives in time.
         """
@@ -341,11 +392,17 @@ class Upstream:
         return ForwardedReply(response.status, reply_headers, self._raw_body(response, start))
 
     async def _raw_body(self, response: aiohttp.ClientResponse, start: float) -> AsyncIterator[bytes]:
+        """The reply body as it arrives, scrubbed like every other reply: an upstream error body may
+        echo the key it was sent."""
         finished = False
+        scrubber = BodyScrubber(self._secret_bytes)
         try:
             async for data in response.content.iter_any():
-                yield data
+                if out := scrubber.feed(data):
+                    yield out
             finished = True
+            if rest := scrubber.flush():
+                yield rest
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._translate(exc) from exc
         finally:

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -292,6 +293,28 @@ def test_upstream_key_never_leaks(client: openai.OpenAI, gateway: GatewayProcess
         client.chat.completions.create(model="unreachable", messages=USER)
     assert UPSTREAM_KEY not in gateway.log
     assert UPSTREAM_KEY not in gateway.metrics()
+
+
+def test_forwarded_body_is_scrubbed_across_chunks(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    with httpx.stream("POST", gateway.url + "/v1/files", json={"model": "fake-leak-split"}, timeout=10) as reply:
+        assert reply.status_code == 401
+        parts = reply.iter_raw()
+        received = next(parts)  # the first chunk has arrived, so the rest is a second chunk
+        upstream.release()
+        received += b"".join(parts)
+    assert UPSTREAM_KEY.encode() not in received
+    assert orjson.loads(received)["error"]["message"] == "bad key: Bearer [redacted]"
+
+
+def test_streaming_embeddings_is_the_clients_mistake(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="text-embedding-3-small", input="a", extra_body={"stream": True})
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error" and error["param"] == "stream"
+    assert "stream" in error["message"]
+    assert not [r for r in upstream.requests if r.path == "/v1/embeddings"]
+    assert client.embeddings.create(model="text-embedding-3-small", input="a", extra_body={"stream": False}).data
 
 
 # -- observability ----------------------------------------------------------------------------

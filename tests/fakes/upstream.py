@@ -8,6 +8,12 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-slow``: answers only after ``slow_seconds`` (for deadline tests)
 - ``fake-break``: streams two chunks, then drops the connection
 - ``fake-hold``: streams one chunk, then waits for ``release`` (disconnect tests set ``cancelled``)
+- ``fake-wait`` (any endpoint; on a forwarded path in the body or as ``?model=``): no answer at all
+  until the client leaves (at most ``wait_seconds``); ``waiting`` counts such calls open now,
+  ``held`` those begun and ``abandoned`` those the client closed since ``reset()``, and
+  ``wait_until`` waits for a condition on them
+- ``fake-leak-split`` (on a forwarded path): a 401 whose body repeats the Authorization header it
+  got, sent in two parts split inside the key, the second after ``release``
 - ``fake-stream-error``: streams one chunk, then an SSE error event
 - ``fake-json-flaky``: an answer that is not JSON, then (once re-asked) ``{"category": "billing", "priority": 2}``
 - ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
@@ -20,9 +26,11 @@ Behaviour is chosen by the requested model name so one server serves every test:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +63,11 @@ class FakeUpstream:
     hold_started: threading.Event = field(default_factory=threading.Event)
     port: int = 0
     fail_models_list: bool = False
+    wait_seconds: float = 30.0
+    waits: threading.Condition = field(default_factory=threading.Condition)
+    waiting: int = 0
+    held: int = 0
+    abandoned: int = 0
 
     def __post_init__(self) -> None:
         self._release: asyncio.Event | None = None
@@ -71,11 +84,25 @@ class FakeUpstream:
         self.cancelled.clear()
         self.hold_started.clear()
         self.fail_models_list = False
+        with self.waits:
+            self.held = self.abandoned = 0
 
     def release(self) -> None:
         """Let a ``fake-hold`` stream continue."""
         assert self._loop is not None and self._release is not None
         self._loop.call_soon_threadsafe(self._release.set)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Block until ``condition()`` on the ``fake-wait`` counts holds; False if ``timeout`` passed first."""
+        with self.waits:
+            return self.waits.wait_for(condition, timeout)
+
+    def _count_waits(self, waiting: int, abandoned: int = 0) -> None:
+        with self.waits:
+            self.waiting += waiting
+            self.held += max(0, waiting)
+            self.abandoned += abandoned
+            self.waits.notify_all()
 
     def last(self, path: str | None = None) -> Recorded:
         for item in reversed(self.requests):
@@ -156,6 +183,33 @@ class FakeUpstream:
             return StreamingResponse(self._chat_stream(model, text, include_usage), media_type="text/event-stream")
         return _json(_completion(model, f"echo: {text}"))
 
+    async def _wait_for_hangup(self, request: Request) -> Response:
+        """``fake-wait``: the body is read, so the next message is the client's ``http.disconnect``."""
+        self._count_waits(+1)
+        left = False
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.wait_seconds):
+                    while (await request.receive())["type"] != "http.disconnect":
+                        pass
+                    left = True
+        finally:
+            self._count_waits(-1, abandoned=int(left))
+        return _json(_completion("fake-wait", "answered after all"))
+
+    async def _split_leak(self, request: Request):  # type: ignore[no-untyped-def]
+        text = orjson.dumps(_error(f"bad key: {request.headers.get('authorization')}", "invalid_request_error"))
+        key_at = text.index(b"Bearer ") + len(b"Bearer ")
+        cut = key_at + (len(text) - key_at) // 4
+        try:
+            yield text[:cut]
+            assert self._release is not None
+            await self._release.wait()
+            yield text[cut:]
+        finally:
+            if self._release is not None:
+                self._release.clear()
+
     async def _scripted(self, model: str, request: Request, body: dict[str, Any]) -> Response | None:
         if model in ("fake-500", "fake-400", "fake-429"):
             status = int(model[5:])
@@ -164,6 +218,8 @@ class FakeUpstream:
             )
         if model == "fake-leak":
             return _json(_error(f"bad key: {request.headers.get('authorization')}", "invalid_request_error"), 401)
+        if model == "fake-wait":
+            return await self._wait_for_hangup(request)
         if model == "fake-slow":
             await asyncio.sleep(self.slow_seconds)
             return _json(_completion(model, "too late"))
@@ -221,6 +277,8 @@ class FakeUpstream:
     async def completions(self, request: Request) -> Response:
         body = await self._record(request)
         model = body.get("model", "")
+        if model == "fake-wait":
+            return await self._wait_for_hangup(request)
         prompt = body.get("prompt", "")
         if body.get("stream"):
 
@@ -251,6 +309,8 @@ class FakeUpstream:
 
     async def embeddings(self, request: Request) -> Response:
         body = await self._record(request)
+        if body.get("model") == "fake-wait":
+            return await self._wait_for_hangup(request)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         return _json(
@@ -335,6 +395,11 @@ class FakeUpstream:
 
     async def echo(self, request: Request) -> Response:
         body = await self._record(request)
+        model = body.get("model") if isinstance(body, dict) else request.query_params.get("model")
+        if model == "fake-wait":
+            return await self._wait_for_hangup(request)
+        if model == "fake-leak-split":
+            return StreamingResponse(self._split_leak(request), status_code=401, media_type="application/json")
         return _json(
             {"method": request.method, "path": request.url.path, "query": request.url.query, "body": body},
             headers={"x-upstream-header": "kept", "set-cookie": "session=upstream"},
