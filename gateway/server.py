@@ -14,7 +14,7 @@ from starlette.routing import Route
 from gateway.config.load import Config
 from gateway.console import Console
 from gateway.metrics import Metrics
-from gateway.serving import endpoints as routing
+from gateway.serving import endpoints, health, models, passthrough
 from gateway.serving.access_log import AccessLog
 from gateway.serving.auth import AuthMiddleware
 from gateway.serving.exchange import ExchangeMiddleware
@@ -52,15 +52,15 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
                 access_log.flush()
 
     routes = [
-        Route("/v1/chat/completions", routing.chat_completions, methods=["POST"]),
-        Route("/v1/completions", routing.completions, methods=["POST"]),
-        Route("/v1/embeddings", routing.embeddings, methods=["POST"]),
-        Route("/v1/models", routing.list_models, methods=["GET"]),
-        Route("/v1/render", routing.render, methods=["POST"]),
-        Route("/v1/{path:path}", routing.passthrough, methods=_ALL_METHODS),
-        Route("/healthz", routing.healthz, methods=["GET"]),
-        Route("/readyz", routing.readyz, methods=["GET"]),
-        Route("/metrics", routing.metrics_endpoint, methods=["GET"]),
+        Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
+        Route("/v1/completions", endpoints.completions, methods=["POST"]),
+        Route("/v1/embeddings", endpoints.embeddings, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/render", endpoints.render, methods=["POST"]),
+        Route("/v1/{path:path}", passthrough.passthrough, methods=_ALL_METHODS),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", health.metrics_endpoint, methods=["GET"]),
         *Console(runtime).routes,
     ]
     middleware = [

@@ -29,7 +29,7 @@ from gateway.console.policies import layer_names, prompt_sources, variant_view
 from gateway.console.stats import StatsRing
 from gateway.errors import PrefitError
 from gateway.serving.auth import is_local
-from gateway.serving.endpoints import read_body
+from gateway.serving.http import read_body
 from gateway.serving.runtime import Runtime
 
 __all__ = ["Console"]

@@ -20,7 +20,7 @@ from starlette.routing import request_response
 from starlette.types import ASGIApp, Message
 
 from gateway.metrics import Metrics
-from gateway.serving import endpoints as routing
+from gateway.serving import endpoints
 from gateway.serving.exchange import ExchangeMiddleware
 
 __all__ = ["GatewayReply", "Playground", "chat_body"]
@@ -60,8 +60,8 @@ def chat_body(data: object) -> tuple[dict[str, Any], str | None]:
 class Playground:
     def __init__(self, metrics: Metrics) -> None:
         self._apps: dict[str, ASGIApp] = {
-            "/v1/render": ExchangeMiddleware(request_response(routing.render), metrics),
-            "/v1/chat/completions": ExchangeMiddleware(request_response(routing.chat_completions), metrics),
+            "/v1/render": ExchangeMiddleware(request_response(endpoints.render), metrics),
+            "/v1/chat/completions": ExchangeMiddleware(request_response(endpoints.chat_completions), metrics),
         }
 
     async def call(

@@ -19,6 +19,7 @@ import orjson
 from gateway.config.load import LoadedPolicy, LoadedVariant
 from gateway.engine.chain import Chain, Placeholder, StepOutput
 from gateway.engine.pipeline import Pipeline, ask_for_usage
+from gateway.serving.resolve import step_target
 from gateway.wire import ChatRequest, dump_body
 from middleware.base import Call
 from middleware.few_shot import InjectedExamples
@@ -66,20 +67,19 @@ async def _render_chain(
     rendered = []
     for step in chain.steps:
         body = chain.step_body(step, chat, placeholders)
+        target = step_target(step, policy, variant, policies, sticky)
         if step.model is None:
-            call = Call(request_id=request_id, body=body, policy=policy.name, upstream=variant.upstream)
-            assert step.pipeline is not None
-            await _prepare(step.pipeline, call, observe)
+            call = Call(request_id=request_id, body=body, policy=policy.name, upstream=target.upstream)
+            await _prepare(target.pipeline, call, observe)
             entry = {
                 "policy": None,
                 "variant": None,
-                "upstream": variant.upstream,
-                "body": orjson.loads(dump_body(step.pipeline.upstream_body(call))),
+                "upstream": target.upstream,
+                "body": orjson.loads(dump_body(target.pipeline.upstream_body(call))),
             }
         else:
-            callee = policies[step.model]
             entry = await render_request(
-                callee, callee.choose(sticky), body, request_id, variant.upstream, policies, sticky, observe
+                target.policy, target.variant, body, request_id, target.upstream, policies, sticky, observe
             )
         rendered.append({"step": step.name, "model": step.model, **entry})
     return rendered

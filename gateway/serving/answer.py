@@ -1,0 +1,165 @@
+"""One chat request answered: a policy's layers around the upstream call, or a chain's steps.
+
+This is where serving hands over to the engine: it builds the ``Call`` the layers edit and the
+``Dispatch`` that reaches the upstream (cache, retries, fallbacks), and folds what the layers
+reported into the request's metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.engine.chain import ChainStep
+from gateway.engine.dispatch import Dispatch
+from gateway.engine.record import Exchange
+from gateway.engine.resilience import Target
+from gateway.serving.http import prefit_headers
+from gateway.serving.resolve import Route, step_target, sticky_value
+from gateway.serving.runtime import Runtime, Snapshot
+from gateway.wire import ChatRequest
+from middleware.base import Call, close_stream
+
+__all__ = ["Answering", "answer", "dispatch_for", "new_call", "note_call", "note_store", "reply_headers", "run_chain"]
+
+
+#: A rough, tokenizer-free estimate for ``prefit_tokens_total{kind="injected"}``.
+_CHARS_PER_TOKEN = 4
+
+
+def new_call(route: Route, chat: ChatRequest, exchange: Exchange, runtime: Runtime) -> Call:
+    policy, variant = route.policy, route.variant
+    return Call(
+        request_id=exchange.request_id,
+        body=chat,
+        policy=policy.name if policy is not None else exchange.policy,
+        variant=variant.name if variant is not None else exchange.variant,
+        prompt_version=variant.prompt_version if variant is not None else exchange.prompt_version,
+        upstream=route.upstream.name,
+        stream=bool(chat.stream),
+        observe_stage=runtime.metrics.observe_stage,
+    )
+
+
+def note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
+    """What the layers did, for metrics: injected text, the validation result, store searches."""
+    exchange.injected_tokens += math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
+    if call.validation is not None:
+        runtime.metrics.output_validation.child(call.policy, call.validation).inc()
+    if call.retrieval_hits is not None:
+        runtime.metrics.retrieval_hits.child(call.policy).observe(call.retrieval_hits)
+    note_store(runtime, call)
+
+
+def note_store(runtime: Runtime, call: Call) -> None:
+    """Vector-store searches, so one that could not run is logged, counted and shown in ``/readyz``."""
+    if call.store_uses:
+        runtime.store_health.observe(call.policy, call.store_uses)
+
+
+def dispatch_for(
+    request: Request, runtime: Runtime, snapshot: Snapshot, route: Route, exchange: Exchange, path: str
+) -> Dispatch:
+    targets = [Target(route.upstream, None)]
+    spec = route.variant.spec if route.variant is not None else None
+    if spec is not None:
+        targets += [Target(snapshot.upstreams[f.upstream], f.upstream_model) for f in spec.fallbacks]
+    return Dispatch(
+        path,
+        targets,
+        exchange,
+        runtime.resilience,
+        snapshot.config.settings.resilience.request_deadline_s,
+        cache=snapshot.cache if path == "/chat/completions" else None,
+        cache_spec=spec.cache if spec is not None else None,
+        cache_control=request.headers.get("cache-control"),
+        label_model=spec is not None,
+        prices=snapshot.config.settings.prices,
+    )
+
+
+def reply_headers(exchange: Exchange, call_headers: dict[str, str]) -> dict[str, str]:
+    headers = {**prefit_headers(exchange), **call_headers}
+    if exchange.cache is not None:
+        headers["x-prefit-cache"] = exchange.cache
+    return headers
+
+
+@dataclass(slots=True)
+class Answering:
+    """What every step of one chat request shares: where it came from, what serves it, what it did."""
+
+    request: Request
+    runtime: Runtime
+    snapshot: Snapshot
+    exchange: Exchange
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
+async def answer(
+    ctx: Answering, route: Route, body: ChatRequest, stream: bool
+) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    """One policy variant (or passthrough) answers ``body``: a chain runs its steps, anything else its layers."""
+    if route.chain is not None:
+        return await run_chain(ctx, route, body, stream)
+    call = new_call(route, body, ctx.exchange, ctx.runtime)
+    call.stream = stream
+    dispatch = dispatch_for(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions")
+    try:
+        if stream:
+            return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
+        return await route.pipeline.complete(call, dispatch.send)
+    finally:
+        note_call(call, ctx.exchange, ctx.runtime)
+        ctx.response_headers.update(call.response_headers)
+
+
+async def run_chain(
+    ctx: Answering, route: Route, body: ChatRequest, stream: bool
+) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    """Run a chain's steps, each through its own policy (or the chain's settings for an inline prompt)."""
+    assert route.chain is not None and route.policy is not None
+    chain, policy = route.chain, route.policy
+    sticky = sticky_value(policy, ctx.request, body.user, body.metadata)
+
+    assert route.variant is not None
+    variant, policies, upstreams = route.variant, ctx.snapshot.config.policies, ctx.snapshot.upstreams
+
+    async def run_step(step: ChainStep, step_body: ChatRequest, streaming: bool) -> Any:
+        target = step_target(step, policy, variant, policies, sticky)
+        upstream = route.upstream if step.model is None else upstreams[target.upstream]
+        step_route = Route(target.policy, target.variant, upstream, target.pipeline, target.chain)
+        return await answer(ctx, step_route, step_body, streaming)
+
+    def observe(step: str, seconds: float) -> None:
+        ctx.runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
+
+    result = await chain.run(body, stream, run_step, observe)
+    if isinstance(result, dict):
+        if result.get("usage"):
+            result["usage"] = _chain_usage(ctx.exchange)
+        return result
+    return _with_chain_usage(result, ctx.exchange)
+
+
+def _chain_usage(exchange: Exchange) -> dict[str, int]:
+    """Usage summed over every step (and every re-ask) of a chain."""
+    total = exchange.prompt_tokens + exchange.completion_tokens
+    return {
+        "prompt_tokens": exchange.prompt_tokens,
+        "completion_tokens": exchange.completion_tokens,
+        "total_tokens": total,
+    }
+
+
+async def _with_chain_usage(chunks: AsyncIterator[dict[str, Any]], exchange: Exchange) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for chunk in chunks:
+            if chunk.get("usage"):
+                chunk = {**chunk, "usage": _chain_usage(exchange)}
+            yield chunk
+    finally:
+        await close_stream(chunks)

@@ -1,0 +1,57 @@
+"""``GET /v1/models``: every policy, then the default upstream's own models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config.load import LoadedPolicy
+from gateway.serving.exchange import exchange_of
+from gateway.serving.http import JSON, endpoint, runtime_of
+
+__all__ = ["list_models"]
+
+
+def _model_entry(policy: LoadedPolicy, created: int) -> dict[str, Any]:
+    primary = policy.primary
+    return {
+        "id": policy.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "prefit",
+        "prefit": {
+            "description": policy.spec.description,
+            "upstream": primary.upstream,
+            "upstream_model": primary.upstream_model,
+            "prompt_version": primary.prompt_version,
+            "prompt_hash": primary.prompt_hash or None,
+            "variants": [
+                {
+                    "name": v.name,
+                    "weight": v.weight,
+                    "upstream_model": v.upstream_model,
+                    "prompt_version": v.prompt_version,
+                    "prompt_hash": v.prompt_hash or None,
+                }
+                for v in policy.variants
+            ],
+        },
+    }
+
+
+@endpoint
+async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: every policy, then the default upstream's models (cached; its failure is not ours).
+
+    Counted with ``policy="models"`` (and every other label "none"), not as an unresolved request.
+    """
+    exchange_of(request.scope).policy = "models"
+    snapshot = runtime_of(request).current
+    config = snapshot.config
+    created = int(config.loaded_at)
+    data = [_model_entry(policy, created) for policy in config.policies.values()]
+    data.extend(model for model in await snapshot.catalog.models() if model["id"] not in config.policies)
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
