@@ -62,6 +62,11 @@ class _Strict(BaseModel):
 class UpstreamSettings(_Strict):
     """One model provider that policies may name. Clients can never choose a URL themselves."""
 
+    kind: Literal["openai"] = Field(
+        default="openai",
+        description="Which API the upstream speaks: `openai` for OpenAI-compatible servers (OpenAI, vLLM, "
+        "llama.cpp, Ollama, TEI).",
+    )
     base_url: str = Field(
         description="OpenAI-compatible base URL, including /v1.", examples=["https://api.openai.com/v1"]
     )

@@ -118,7 +118,7 @@ class Dispatch:
         request_id = self.exchange.request_id
 
         async def attempt(target: Target, left: float) -> dict[str, Any]:
-            return await target.upstream.post_json(self.path, raw(target), request_id, left)
+            return await target.upstream.complete(self.path, raw(target), request_id, left)
 
         target, reply = await self.resilience.call(self.targets, self.deadline, attempt)
         self._answered_by(target, body)

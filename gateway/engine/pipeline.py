@@ -1,8 +1,9 @@
 """Run a policy's layers around one upstream call, whole or streamed.
 
-The pipeline does not know how the upstream is reached: routing hands it two callables, one that
-returns a whole completion and one that opens a chunk stream. That keeps layers testable with no
-network and keeps the socket layer in ``gateway.upstream.openai`` alone.
+The pipeline does not know how the upstream is reached: serving hands it two callables, one that
+returns a whole completion and one that opens a chunk stream (a ``Dispatch``'s ``send`` and
+``open_stream``). That keeps layers testable with no network and keeps providers behind the
+upstream seam (``gateway.upstream.base``).
 
 When any layer needs the whole answer (output validation, reasoning extraction) a streaming
 request is answered from one whole upstream reply, run through the ``complete`` hooks and replayed

@@ -21,7 +21,7 @@ from typing import TypeVar
 from gateway.errors import CircuitOpen, UpstreamError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from gateway.metrics import Metrics
 from gateway.settings import ResilienceSettings
-from gateway.upstream.openai import Upstream
+from gateway.upstream.base import Upstream
 
 __all__ = ["Breaker", "Resilience", "Target"]
 

@@ -23,7 +23,7 @@ from gateway.errors import (
 )
 from gateway.serving.auth import bearer_token, is_local
 from gateway.serving.runtime import Snapshot
-from gateway.upstream.openai import Upstream
+from gateway.upstream.base import Upstream
 
 __all__ = [
     "PASSTHROUGH",

@@ -23,7 +23,7 @@ from gateway.state.cache import ResponseCache
 from gateway.state.ratelimit import RateLimiter
 from gateway.state.redis import RedisState
 from gateway.upstream.catalog import ModelCatalog
-from gateway.upstream.openai import UpstreamPool
+from gateway.upstream.pool import UpstreamPool
 
 __all__ = ["ReloadStatus", "Runtime", "Snapshot"]
 

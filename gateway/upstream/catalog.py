@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from gateway.errors import UpstreamError
-from gateway.upstream.openai import Upstream
+from gateway.upstream.base import Upstream
 
 __all__ = ["ModelCatalog"]
 

@@ -1,35 +1,32 @@
-"""The socket layer: one long-lived aiohttp session per upstream, and nothing else talks to providers.
+"""OpenAI-compatible providers (OpenAI, vLLM, llama.cpp, Ollama, TEI...) over one aiohttp session each.
 
 Prefit's hot path is one upstream call per request, so this module uses aiohttp's client directly
 (several times the throughput of httpx on the same work, measured in ``benchmarks/``). Like an
-httpx transport it only moves bytes and translates failures: aiohttp exceptions and upstream error
-statuses become ``gateway.errors.UpstreamError`` subclasses, raised ``from`` the original, with
-the upstream's key scrubbed from anything a client or a log could see.
+httpx transport it only moves bytes: the body arrives serialised, replies leave parsed, and every
+failure leaves through ``gateway.upstream.errors`` with the key scrubbed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import errno
-import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, AnyStr
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamPayload, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
 from gateway.settings import UpstreamSettings
+from gateway.upstream.base import ForwardedReply
+from gateway.upstream.errors import status_error, translate, translated
+from gateway.upstream.scrub import Secrets
+from gateway.upstream.sse import SSE_DONE, empty, prepend, split_events
 from middleware.base import close_stream
 
-__all__ = ["HOP_BY_HOP", "BodyScrubber", "ForwardedReply", "Upstream", "UpstreamPool"]
-
-log = logging.getLogger(__name__)
+__all__ = ["HOP_BY_HOP", "OpenAIUpstream"]
 
 #: Headers that describe one connection, never the message (RFC 9110 section 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -58,122 +55,20 @@ _CLIENT_HEADERS_DROPPED = HOP_BY_HOP | {
 }
 #: Upstream reply headers never returned: the body is re-framed and decompressed by the gateway.
 _REPLY_HEADERS_DROPPED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", "server", "date"}
-_SSE_DONE = b"[DONE]"
-#: Shorter header values (``acme``, ``2024-06-01``) are too common to be secrets worth redacting.
-_MIN_SECRET_LENGTH = 12
-_REDACTED = "[redacted]"
-_REDACTED_BYTES = _REDACTED.encode()
 
 
-@dataclass(slots=True)
-class ForwardedReply:
-    """An upstream reply to a passthrough request, body still to be read as it arrives."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes]
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the upstream asks us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as a date."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(millis) / 1000)
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _redact(text: AnyStr, secrets: Iterable[AnyStr], marker: AnyStr) -> AnyStr:
-    """``text`` with every occurrence of every secret replaced by ``marker``."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, marker)
-    return text
-
-
-def _partial_secret_start(data: bytes, secrets: Iterable[bytes]) -> int:
-    """Where the longest end of ``data`` that could be the beginning of a secret starts; ``len(data)``
-    when no end could be."""
-    cut = len(data)
-    for secret in secrets:
-        first = secret[:1]
-        at = data.find(first, max(0, len(data) - len(secret) + 1))
-        while 0 <= at < cut:
-            if secret.startswith(data[at:]):
-                cut = at
-                break
-            at = data.find(first, at + 1)
-    return cut
-
-
-class BodyScrubber:
-    """Redacts secrets from a body that arrives in parts, a secret split across two parts included.
-
-    The end of a part is held back until the next one only when it could begin a secret (at most
-    ``len(secret) - 1`` bytes), so a streamed body is not delayed when nothing there looks like one:
-    an SSE event's closing blank line still goes out with its part.
-    """
-
-    __slots__ = ("_held", "_secrets")
-
-    def __init__(self, secrets: tuple[bytes, ...]) -> None:
-        self._secrets = secrets
-        self._held = b""
-
-    def feed(self, part: bytes) -> bytes:
-        """What of the body so far can go out now, redacted."""
-        data = _redact(self._held + part, self._secrets, _REDACTED_BYTES)
-        cut = _partial_secret_start(data, self._secrets)
-        self._held = data[cut:]
-        return data[:cut]
-
-    def flush(self) -> bytes:
-        """The held-back end, once the body is complete: it did not turn out to be a secret."""
-        held, self._held = self._held, b""
-        return held
-
-
-def _split_events(buffer: bytearray) -> Iterable[bytes]:
-    """Pop every complete SSE event (``\\n\\n``-terminated) from ``buffer``, returning their data."""
-    while True:
-        end = buffer.find(b"\n\n")
-        if end < 0:
-            return
-        event = bytes(buffer[:end])
-        del buffer[: end + 2]
-        data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-        if data:
-            yield b"\n".join(data)
-
-
-class Upstream:
-    """One provider endpoint and its connection pool."""
+class OpenAIUpstream:
+    """Implements ``gateway.upstream.base.Upstream`` for one OpenAI-compatible endpoint and its pool."""
 
     def __init__(self, name: str, settings: UpstreamSettings, metrics: Metrics) -> None:
         self.name = name
         self.settings = settings
         self.base_url = settings.base_url
         self._metrics = metrics
-        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
-        #: Everything that may be a credential: the key and every configured header value (api-key style).
-        self._secrets = tuple(
-            s for s in (self._secret, *settings.headers.values()) if s and len(s) >= _MIN_SECRET_LENGTH
-        )
-        self._secret_bytes = tuple(s.encode() for s in self._secrets)
+        self._secrets = Secrets(settings)
         self._auth_headers = dict(settings.headers)
-        if self._secret:
-            self._auth_headers["Authorization"] = f"Bearer {self._secret}"
+        if settings.api_key:
+            self._auth_headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._json_headers = {**self._auth_headers, "Content-Type": "application/json"}
         self._session: aiohttp.ClientSession | None = None
 
@@ -206,66 +101,43 @@ class Upstream:
 
     def scrub(self, text: str) -> str:
         """Remove this upstream's key (and configured header values) from text a client or a log may see."""
-        return _redact(text, self._secrets, _REDACTED)
+        return self._secrets.scrub(text)
+
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        return translated(self.name, self._metrics, self.scrub)
 
     def _headers_for(self, request_id: str) -> dict[str, str]:
         return {**self._json_headers, "x-request-id": request_id}
-
-    def _translate(self, exc: BaseException) -> UpstreamError:
-        """Map an aiohttp or timeout failure onto Prefit's errors, without leaking the key."""
-        if isinstance(exc, TimeoutError):
-            error: UpstreamError = UpstreamTimeout(f"upstream {self.name!r} did not answer in time")
-        elif isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno == errno.ECONNREFUSED:
-            error = UpstreamUnreachable(
-                f"upstream {self.name!r} is unreachable: connection refused by {exc.host}:{exc.port}"
-            )
-        elif isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
-            error = UpstreamUnreachable(f"upstream {self.name!r} is unreachable: {self.scrub(str(exc))}")
-        elif isinstance(exc, aiohttp.ClientPayloadError):
-            error = UpstreamPayload(f"upstream {self.name!r} broke off its answer")
-        else:
-            error = UpstreamUnreachable(f"upstream {self.name!r} failed: {exc.__class__.__name__}")
-        self._metrics.count_upstream_error(self.name, error.reason)
-        return error
-
-    async def _status_error(self, response: aiohttp.ClientResponse) -> UpstreamStatus:
-        raw = await response.read()
-        text = self.scrub(raw.decode("utf-8", "replace"))
-        content_type = response.headers.get("Content-Type", "application/json")
-        self._metrics.count_upstream_error(self.name, f"status_{response.status // 100}xx")
-        return UpstreamStatus(
-            response.status,
-            text.encode(),
-            content_type,
-            f"upstream {self.name!r} answered {response.status}",
-            retry_after=_retry_after(response.headers),
-        )
-
-    # -- calls -------------------------------------------------------------------------------
 
     def _deadline(self, timeout_s: float | None) -> float:
         """This call's time budget: the upstream's own, cut short by the request's remaining deadline."""
         return self.settings.timeout_s if timeout_s is None else max(0.001, min(self.settings.timeout_s, timeout_s))
 
-    async def post_json(
-        self, path: str, body: bytes, request_id: str, timeout_s: float | None = None
-    ) -> dict[str, Any]:
+    def _observe(self, start: float) -> None:
+        self._metrics.observe_upstream(self.name, time.perf_counter() - start)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def complete(self, path: str, body: bytes, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """POST a JSON body and return the parsed JSON reply. Raises ``UpstreamError``."""
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self._deadline(timeout_s)):
-                async with self.session.post(
-                    self.base_url + path, data=body, headers=self._headers_for(request_id), timeout=self._whole_timeout
-                ) as response:
-                    if response.status >= 400:
-                        raise await self._status_error(response)
-                    raw = await response.read()
-        except UpstreamError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._translate(exc) from exc
+            with self._translated():
+                async with asyncio.timeout(self._deadline(timeout_s)):
+                    async with self.session.post(
+                        self.base_url + path,
+                        data=body,
+                        headers=self._headers_for(request_id),
+                        timeout=self._whole_timeout,
+                    ) as response:
+                        if response.status >= 400:
+                            raise await status_error(response, self.name, self._metrics, self.scrub)
+                        raw = await response.read()
         finally:
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
+            self._observe(start)
+        return self._json_object(raw)
+
+    def _json_object(self, raw: bytes) -> dict[str, Any]:
         try:
             reply = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -286,68 +158,62 @@ class Upstream:
         start = time.perf_counter()
         budget = self._deadline(timeout_s)
         try:
-            async with asyncio.timeout(budget):
-                response = await self.session.post(
-                    self.base_url + path, data=body, headers=self._headers_for(request_id)
-                )
-                if response.status >= 400:
-                    try:
-                        raise await self._status_error(response)
-                    finally:
-                        response.release()
-        except UpstreamError:
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
+            with self._translated():
+                async with asyncio.timeout(budget):
+                    response = await self.session.post(
+                        self.base_url + path, data=body, headers=self._headers_for(request_id)
+                    )
+                    if response.status >= 400:
+                        try:
+                            raise await status_error(response, self.name, self._metrics, self.scrub)
+                        finally:
+                            response.release()
+        except BaseException:
+            self._observe(start)
             raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
-            raise self._translate(exc) from exc
         events = self._events(response, start)
         try:
             async with asyncio.timeout(max(0.001, budget - (time.perf_counter() - start))):
                 first = await anext(events)
         except StopAsyncIteration:
-            return _empty()
+            return empty()
         except TimeoutError as exc:
             await close_stream(events)
-            raise self._translate(exc) from exc
+            raise translate(exc, self.name, self._metrics, self.scrub) from exc
         except BaseException:
             await close_stream(events)
             raise
-        return _prepend(first, events)
+        return prepend(first, events)
 
     async def _events(self, response: aiohttp.ClientResponse, start: float) -> AsyncIterator[dict[str, Any]]:
         """Parse SSE from ``response``; closing this generator early closes the upstream connection."""
         buffer = bytearray()
         finished = False
         try:
-            content_type = response.headers.get("Content-Type", "")
-            if "text/event-stream" not in content_type:
-                raw = await response.read()
-                finished = True
-                yield self._json_event(raw, whole_reply=True)
-                return
-            async for data in response.content.iter_any():
-                buffer += data.replace(b"\r\n", b"\n")
-                for payload in _split_events(buffer):
-                    if payload == _SSE_DONE:
-                        finished = True
-                        return
-                    yield self._json_event(payload, whole_reply=False)
-            finished = True
-            if buffer.strip():
-                for payload in _split_events(buffer + b"\n\n"):
-                    if payload != _SSE_DONE:
+            with self._translated():
+                if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                    raw = await response.read()
+                    finished = True
+                    yield self._json_event(raw, whole_reply=True)
+                    return
+                async for data in response.content.iter_any():
+                    buffer += data.replace(b"\r\n", b"\n")
+                    for payload in split_events(buffer):
+                        if payload == SSE_DONE:
+                            finished = True
+                            return
                         yield self._json_event(payload, whole_reply=False)
-        except UpstreamError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._translate(exc) from exc
+                finished = True
+                if buffer.strip():
+                    for payload in split_events(buffer + b"\n\n"):
+                        if payload != SSE_DONE:
+                            yield self._json_event(payload, whole_reply=False)
         finally:
             if finished:
                 response.release()
             else:
                 response.close()
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
+            self._observe(start)
 
     def _json_event(self, payload: bytes, *, whole_reply: bool) -> dict[str, Any]:
         try:
@@ -379,11 +245,12 @@ class Upstream:
         url = self.base_url + path + (f"?{query}" if query else "")
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                response = await self.session.request(method, url, data=body or None, headers=out)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
-            raise self._translate(exc) from exc
+            with self._translated():
+                async with asyncio.timeout(self.settings.timeout_s):
+                    response = await self.session.request(method, url, data=body or None, headers=out)
+        except BaseException:
+            self._observe(start)
+            raise
         reply_headers = [
             (name, self.scrub(value))
             for name, value in response.headers.items()
@@ -395,82 +262,37 @@ class Upstream:
         """The reply body as it arrives, scrubbed like every other reply: an upstream error body may
         echo the key it was sent."""
         finished = False
-        scrubber = BodyScrubber(self._secret_bytes)
+        scrubber = self._secrets.body_scrubber()
         try:
-            async for data in response.content.iter_any():
-                if out := scrubber.feed(data):
-                    yield out
-            finished = True
-            if rest := scrubber.flush():
-                yield rest
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._translate(exc) from exc
+            with self._translated():
+                async for data in response.content.iter_any():
+                    if out := scrubber.feed(data):
+                        yield out
+                finished = True
+                if rest := scrubber.flush():
+                    yield rest
         finally:
             if finished:
                 response.release()
             else:
                 response.close()
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
+            self._observe(start)
 
     async def list_models(self, request_id: str) -> list[dict[str, Any]]:
         """The upstream's ``GET /models`` list. Raises ``UpstreamError``."""
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(min(self.settings.timeout_s, 10.0)):
-                headers = {**self._auth_headers, "x-request-id": request_id}
-                async with self.session.get(self.base_url + "/models", headers=headers) as response:
-                    if response.status >= 400:
-                        raise await self._status_error(response)
-                    raw = await response.read()
-        except UpstreamError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._translate(exc) from exc
+            with self._translated():
+                async with asyncio.timeout(min(self.settings.timeout_s, 10.0)):
+                    headers = {**self._auth_headers, "x-request-id": request_id}
+                    async with self.session.get(self.base_url + "/models", headers=headers) as response:
+                        if response.status >= 400:
+                            raise await status_error(response, self.name, self._metrics, self.scrub)
+                        raw = await response.read()
         finally:
-            self._metrics.observe_upstream(self.name, time.perf_counter() - start)
+            self._observe(start)
         try:
             data = orjson.loads(raw).get("data", [])
         except (orjson.JSONDecodeError, AttributeError):
             raise UpstreamError(f"upstream {self.name!r} sent a model list that is not JSON") from None
         return [item for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)]
-
-
-async def _empty() -> AsyncIterator[dict[str, Any]]:
-    return
-    yield  # pragma: no cover - makes this an async generator
-
-
-async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """Yield ``first`` then ``rest``, closing ``rest`` however the consumer stops."""
-    try:
-        yield first
-        async for event in rest:
-            yield event
-    finally:
-        await close_stream(rest)
-
-
-class UpstreamPool:
-    """All upstreams of one configuration, started and closed together."""
-
-    def __init__(self, settings: Mapping[str, UpstreamSettings], metrics: Metrics) -> None:
-        self._upstreams = {name: Upstream(name, spec, metrics) for name, spec in settings.items()}
-
-    def __getitem__(self, name: str) -> Upstream:
-        return self._upstreams[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._upstreams
-
-    async def start(self) -> None:
-        for upstream in self._upstreams.values():
-            await upstream.start()
-
-    async def close(self) -> None:
-        for upstream in self._upstreams.values():
-            await upstream.close()
-
-    def scrub(self, text: str) -> str:
-        for upstream in self._upstreams.values():
-            text = upstream.scrub(text)
-        return text

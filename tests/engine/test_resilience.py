@@ -11,10 +11,11 @@ from gateway.errors import CircuitOpen, UpstreamUnreachable
 from gateway.metrics import Metrics
 from gateway.settings import ResilienceSettings
 from gateway.state.base import MemoryState
+from gateway.upstream.memory import MemoryUpstream
 
 
-class _Named:
-    name = "up"
+def _upstream() -> MemoryUpstream:
+    return MemoryUpstream("up", lambda call: {})
 
 
 def _resilience(**overrides: float) -> Resilience:
@@ -24,7 +25,7 @@ def _resilience(**overrides: float) -> Resilience:
 
 async def test_a_cancelled_trial_does_not_keep_the_circuit_open() -> None:
     resilience = _resilience()
-    target = Target(_Named(), None)  # type: ignore[arg-type]
+    target = Target(_upstream(), None)
 
     async def fail(target: Target, left: float) -> None:
         raise UpstreamUnreachable("down")
@@ -48,7 +49,7 @@ async def test_a_cancelled_trial_does_not_keep_the_circuit_open() -> None:
 
 async def test_an_open_circuit_names_the_failure_that_opened_it() -> None:
     resilience = _resilience(breaker_reset_s=60)
-    target = Target(_Named(), None)  # type: ignore[arg-type]
+    target = Target(_upstream(), None)
 
     async def refuse(target: Target, left: float) -> None:
         raise UpstreamUnreachable("upstream 'up' is unreachable: connection refused by 127.0.0.1:8000")

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from gateway.upstream.openai import BodyScrubber
+from gateway.upstream.scrub import BodyScrubber
 
 KEY = b"sk-upstream-SECRET-1f0c9a77"
 HEADER = b"org-header-value-123456"
