@@ -18,6 +18,7 @@ import uvicorn
 from gateway.config.load import Config, find_settings_file, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.retrieval.resources import ResourceHub
 from gateway.server import create_app
 from gateway.settings import is_loopback_host
 
@@ -35,10 +36,16 @@ _config_option = click.option(
 )
 
 
-def _load_or_exit(config_path: Path | None) -> Config:
-    """Load configuration, or print every problem as file:line:column and exit 1."""
+def _load_or_exit(config_path: Path | None, resources: ResourceHub | None = None) -> Config:
+    """Load configuration, or print every problem as file:line:column and exit 1.
+
+    With ``resources``, the layers are built against that hub and it is configured from the
+    settings; the caller owns it (and closes it, or hands it to the app that will)."""
     try:
-        return load_config(find_settings_file(config_path))
+        config = load_config(find_settings_file(config_path), resources=resources)
+        if resources is not None:
+            resources.configure(config.settings, config.base_dir.resolve())
+        return config
     except ConfigError as exc:
         for issue in exc.issues:
             click.echo(f"error: {issue}", err=True)
@@ -126,7 +133,8 @@ def main() -> None:
 def serve(config_path: Path | None, host: str, port: int, log_level: str) -> None:
     """Serve the gateway."""
     configure_logging(log_level)
-    config = _load_or_exit(config_path)
+    resources = ResourceHub()
+    config = _load_or_exit(config_path, resources)
     if not config.settings.keys and not is_loopback_host(host):
         log.warning(
             "no gateway keys are configured and %s is not a loopback address: anyone who can reach "
@@ -136,7 +144,7 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     server_config = uvicorn.Config(
-        create_app(config, settings_file=find_settings_file(config_path)),
+        create_app(config, resources, settings_file=find_settings_file(config_path)),
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -217,7 +225,8 @@ def render(
     from gateway.serving.render import render_request
     from gateway.wire import ChatRequest
 
-    config = _load_or_exit(config_path)
+    resources = ResourceHub()
+    config = _load_or_exit(config_path, resources)
     chat_messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": text} for text in messages
     ]
@@ -238,6 +247,8 @@ def render(
     except PrefitError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
+    finally:
+        resources.close()
     click.echo(
         f"policy={rendered['policy']} variant={rendered['variant']} prompt_version={rendered['prompt_version']} "
         f"prompt_hash={rendered['prompt_hash']} upstream={rendered['upstream']}",
@@ -308,7 +319,8 @@ def eval_command(
     from gateway.eval.run import EvalOptions, run_eval
 
     configure_logging("warning")
-    config = _load_or_exit(config_path)
+    resources = ResourceHub()
+    config = _load_or_exit(config_path, resources)
     options = EvalOptions(
         policy=policy_name,
         dataset=dataset,
@@ -323,10 +335,12 @@ def eval_command(
         save=save,
     )
     try:
-        passed = asyncio.run(run_eval(config, options))
+        passed = asyncio.run(run_eval(config, options, resources))
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        resources.close()
     sys.exit(0 if passed else 1)
 
 
@@ -344,8 +358,8 @@ def ingest(collection: str, paths: tuple[Path, ...], prune: bool, config_path: P
     from gateway.retrieval.ingest import ingest as run_ingest
     from gateway.retrieval.vectors import VectorStoreError
 
-    config = _load_or_exit(config_path)
-    hub = config.resources
+    hub = ResourceHub()
+    _load_or_exit(config_path, hub)
     console = Console(stderr=True)
     try:
         report = run_ingest(hub.store(), hub.embedder(), collection, list(paths), prune=prune, console=console)

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from gateway.config.load import Config
 from gateway.console import Console
 from gateway.metrics import Metrics
+from gateway.retrieval.resources import ResourceHub
 from gateway.serving import endpoints, health, models, passthrough
 from gateway.serving.access_log import AccessLog
 from gateway.serving.auth import AuthMiddleware
@@ -28,13 +29,20 @@ log = logging.getLogger(__name__)
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def create_app(config: Config, metrics: Metrics | None = None, settings_file: Path | None = None) -> Starlette:
+def create_app(
+    config: Config,
+    resources: ResourceHub,
+    metrics: Metrics | None = None,
+    settings_file: Path | None = None,
+) -> Starlette:
     """The gateway for one loaded ``Config``; clients open in the lifespan, inside the serving loop.
 
-    ``settings_file`` is what hot reload re-reads (None: the built-in defaults).
+    ``resources`` is the hub ``config``'s layers were built against (see ``load_config``); the app
+    owns it from now on and closes it at shutdown. ``settings_file`` is what hot reload re-reads
+    (None: the built-in defaults).
     """
     metrics = metrics or Metrics()
-    runtime = Runtime(config, metrics)
+    runtime = Runtime(config, metrics, resources)
     access_log = AccessLog() if config.settings.access_log else None
     reloader = Reloader(runtime, settings_file)
 

@@ -28,7 +28,7 @@ from gateway.engine.chain import Chain, build_inline_steps
 from gateway.engine.pipeline import LAYER_TYPES, Pipeline
 from gateway.errors import ConfigError, ConfigIssue, InvalidRequest, unknown_key
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
-from gateway.retrieval.resources import ResourceHub
+from gateway.retrieval.resources import NO_RESOURCES
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
 from middleware.base import BuildContext, Layer, LayerError, Resources
 
@@ -107,7 +107,6 @@ class Config:
     policies: Mapping[str, LoadedPolicy]
     loaded_at: float = field(default_factory=time.time)
     unset_env: frozenset[str] = frozenset()
-    resources: ResourceHub = field(default_factory=ResourceHub, compare=False)
     #: Each upstream as ``/readyz`` shows it: ``"ok"``, or why its calls cannot succeed.
     upstream_status: Mapping[str, str] = field(default_factory=dict)
     #: Upstreams that are not ok although the default upstream or a policy uses them: not ready.
@@ -497,14 +496,19 @@ def _upstream_status(
 
 
 def load_config(settings_file: Path | None, *, resources: Resources | None = None, cwd: Path | None = None) -> Config:
-    """Load settings and every policy. Raises ``ConfigError`` listing every problem found."""
+    """Load settings and every policy. Raises ``ConfigError`` listing every problem found.
+
+    Layers are built against ``resources`` (the embedder and vector store their searches use); the
+    caller owns them and configures them from the returned settings (``ResourceHub.configure``).
+    Without any (``prefit check``), searches fail with ``ResourceError`` and nothing is opened.
+    The ``Config`` returned is pure data.
+    """
     issues: list[ConfigIssue] = []
     settings, located = _load_settings(settings_file, issues)
     if settings is None or located is None:
         raise ConfigError(issues)
     base_dir = settings_file.parent if settings_file is not None else (cwd or Path.cwd())
-    hub = resources if isinstance(resources, ResourceHub) else ResourceHub()
-    hub.configure(settings, base_dir.resolve())
+    hub = resources if resources is not None else NO_RESOURCES
     policies_dir = (base_dir / settings.policies_dir).resolve()
     policies: dict[str, LoadedPolicy] = {}
     if policies_dir.is_dir():
@@ -523,7 +527,6 @@ def load_config(settings_file: Path | None, *, resources: Resources | None = Non
         policies_dir=policies_dir,
         policies=policies,
         unset_env=frozenset(located.unset_env),
-        resources=hub,
         upstream_status=upstream_status,
         unready_upstreams=unready_upstreams,
     )

@@ -19,6 +19,7 @@ from gateway.config.load import Config, LoadedPolicy
 from gateway.eval.report import check_gates, compare, render_report, report_json, summarise
 from gateway.eval.runner import EvalItem, ItemResult, Runner, in_process_gateway, load_dataset
 from gateway.eval.scoring import build_scorers
+from gateway.retrieval.resources import ResourceHub
 from middleware.base import LayerError
 from middleware.output import OutputLayer
 
@@ -65,16 +66,20 @@ def _schema(policy: LoadedPolicy) -> dict[str, object] | None:
 
 
 @contextlib.asynccontextmanager
-async def _gateway(config: Config, options: EvalOptions) -> AsyncIterator[tuple[str, str | None]]:
+async def _gateway(
+    config: Config, options: EvalOptions, resources: ResourceHub
+) -> AsyncIterator[tuple[str, str | None]]:
     if options.url is not None:
         yield options.url, options.key
         return
-    async with in_process_gateway(config) as (url, key):
+    async with in_process_gateway(config, resources) as (url, key):
         yield url, key
 
 
-async def run_eval(config: Config, options: EvalOptions) -> bool:
-    """Run, print and optionally write the report; True when every gate passed. Raises ``ValueError``."""
+async def run_eval(config: Config, options: EvalOptions, resources: ResourceHub) -> bool:
+    """Run, print and optionally write the report; True when every gate passed. Raises ``ValueError``.
+
+    ``resources`` is the hub ``config`` was loaded with; the in-process gateway closes it."""
     policy = config.policies.get(options.policy)
     if policy is None:
         raise ValueError(f"no policy serves {options.policy!r}")
@@ -91,7 +96,7 @@ async def run_eval(config: Config, options: EvalOptions) -> bool:
     concurrency = options.concurrency or (spec.concurrency if spec else 4)
     console = Console(width=None if sys.stdout.isatty() else 160)
     results: dict[str, list[ItemResult]] = {name: [] for name in names}
-    async with _gateway(config, options) as (url, key):
+    async with _gateway(config, options, resources) as (url, key):
         runner = Runner(url, key, policy, scorers, options.cache_dir, concurrency)
         try:
             await _run_all(runner, items, names, options, results, console)

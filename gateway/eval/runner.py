@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from gateway.config.load import Config, LoadedPolicy
 from gateway.eval.scoring import Scorer
+from gateway.retrieval.resources import ResourceHub
 from gateway.server import create_app
 
 __all__ = ["EvalItem", "ItemResult", "Runner", "in_process_gateway", "load_dataset"]
@@ -112,8 +113,9 @@ def _free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def in_process_gateway(config: Config) -> AsyncIterator[tuple[str, str]]:
-    """Serve ``config`` on a loopback port inside this process; yields (base URL, admin key)."""
+async def in_process_gateway(config: Config, resources: ResourceHub) -> AsyncIterator[tuple[str, str]]:
+    """Serve ``config`` (its layers built against ``resources``) on a loopback port inside this
+    process; yields (base URL, admin key)."""
     key = "eval-" + secrets.token_urlsafe(16)
     settings = config.settings
     keys = [*settings.keys, SecretStr(key)] if settings.keys else []
@@ -125,7 +127,7 @@ async def in_process_gateway(config: Config) -> AsyncIterator[tuple[str, str]]:
             "reload": False,
         }
     )
-    app = create_app(dataclasses.replace(config, settings=patched))
+    app = create_app(dataclasses.replace(config, settings=patched), resources)
     sock = _free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

@@ -21,7 +21,7 @@ from gateway.retrieval.vectors import VectorStore, VectorStoreError, VectorStore
 from gateway.settings import EmbeddingSettings, QdrantSettings, Settings
 from middleware.base import Passage, ResourceError
 
-__all__ = ["ResourceHub"]
+__all__ = ["NO_RESOURCES", "ResourceHub", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,29 @@ def _missing(collection: str) -> ResourceError:
     )
 
 
+class Unavailable:
+    """``Resources`` for a configuration loaded only to be checked (``prefit check``): building layers
+    needs no client, and a search through it says why there is none instead of opening a store."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        raise ResourceError("this configuration was loaded without an embedder", "other")
+
+    async def search(
+        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+    ) -> list[Passage]:
+        raise ResourceError("this configuration was loaded without a vector store", "other")
+
+
+NO_RESOURCES = Unavailable()
+
+
 class ResourceHub:
-    """Implements ``middleware.base.Resources`` over fastembed and qdrant-client."""
+    """Implements ``middleware.base.Resources`` over fastembed and qdrant-client.
+
+    Whoever runs the gateway (``prefit serve``, ``render``, ``eval``, ``ingest``) owns one hub:
+    creates it, hands it to ``load_config`` so layers are built against it, configures it from the
+    loaded settings, and closes it. ``Config`` itself holds no client.
+    """
 
     def __init__(self) -> None:
         self._qdrant: QdrantSettings | None = None

@@ -72,7 +72,7 @@ class Reloader:
             self._seen = await anyio.to_thread.run_sync(_fingerprint, self._paths(self.runtime.config))
             try:
                 config = await anyio.to_thread.run_sync(
-                    functools.partial(load_config, self.settings_file, resources=self.runtime.config.resources)
+                    functools.partial(load_config, self.settings_file, resources=self.runtime.resources)
                 )
             except ConfigError as exc:
                 errors = [str(issue) for issue in exc.issues]
@@ -81,6 +81,7 @@ class Reloader:
                 self.runtime.metrics.config_reloads.child("error").inc()
                 self.runtime.reload_status = ReloadStatus(ok=False, errors=errors)
                 return False
+            self.runtime.resources.configure(config.settings, config.base_dir.resolve())
             await self.runtime.apply(config)
             self.generation += 1
             self.runtime.metrics.config_reloads.child("success").inc()

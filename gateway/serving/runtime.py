@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from gateway.config.load import Config
 from gateway.engine.resilience import Resilience
 from gateway.metrics import Metrics
+from gateway.retrieval.resources import ResourceHub
 from gateway.serving.auth import KeyRing
 from gateway.serving.store_health import StoreHealth
 from gateway.state.base import MemoryState, StateBackend
@@ -72,8 +73,12 @@ def _same_state(a: Config, b: Config) -> bool:
 
 
 class Runtime:
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    """The live side of a running gateway: snapshots of clients built from each ``Config``, and the
+    clients that outlive reloads (the resource hub, the breakers). ``Config`` stays pure data."""
+
+    def __init__(self, config: Config, metrics: Metrics, resources: ResourceHub) -> None:
         self.metrics = metrics
+        self.resources = resources
         pool = UpstreamPool(config.settings.upstreams, metrics)
         self.resilience = Resilience(config.settings.resilience, metrics)
         self.store_health = StoreHealth(metrics)
@@ -111,7 +116,7 @@ class Runtime:
     async def start(self) -> None:
         await self.current.upstreams.start()
         self.current.catalog.warm_up()
-        await self.store_health.check(self.current.config.policies, self.current.config.resources)
+        await self.store_health.check(self.current.config.policies, self.resources)
         self.started = True
 
     async def apply(self, config: Config) -> None:
@@ -134,7 +139,7 @@ class Runtime:
         self.current = self._snapshot(config, pool, catalog, state)
         if not same_upstreams or state is not old.state:
             self._retire(old, close_pool=not same_upstreams, close_state=state is not old.state)
-        await self.store_health.check(config.policies, config.resources)
+        await self.store_health.check(config.policies, self.resources)
 
     def _retire(self, old: Snapshot, *, close_pool: bool, close_state: bool) -> None:
         """Close a replaced pool or state client once every request that may still use it is over."""
@@ -174,4 +179,4 @@ class Runtime:
         await self.current.catalog.close()
         await self.current.upstreams.close()
         await self.current.state.close()
-        self.current.config.resources.close()
+        self.resources.close()

@@ -200,3 +200,19 @@ def test_a_keyless_loopback_default_upstream_is_ready(tmp_path: Path, monkeypatc
     write_files(tmp_path, {"prefit.yaml": SETTINGS})
     config = load_config(tmp_path / "prefit.yaml")
     assert (config.upstream_status, config.unready_upstreams) == ({"main": "ok"}, ())
+
+
+async def test_a_config_is_data_and_holds_no_client(tmp_path: Path) -> None:
+    """Live clients belong to whoever runs the gateway; a configuration loaded for checking opens nothing."""
+    import dataclasses
+
+    from gateway.retrieval.resources import NO_RESOURCES
+    from middleware.base import ResourceError
+
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "kb.yaml").write_text("upstream_model: m\nretrieval: {collection: docs}\n")
+    (tmp_path / "prefit.yaml").write_text("upstreams:\n  u: {base_url: http://127.0.0.1:1/v1}\ndefault_upstream: u\n")
+    config = load_config(tmp_path / "prefit.yaml")
+    assert "resources" not in {f.name for f in dataclasses.fields(config)}
+    with pytest.raises(ResourceError, match="loaded without a vector store"):
+        await NO_RESOURCES.search("docs", [0.0], 1, None, None)
