@@ -6,7 +6,9 @@ sends the body upstream, then hands the reply back through the layers in reverse
 ``complete`` for a whole answer, ``stream`` for chunks as they arrive.
 
 Layers keep no per-request state on ``self``: a layer instance is shared by every request of its
-policy, so what a request needs goes in ``call.notes[type(self)]``.
+policy, so what a request needs goes in ``call.notes[type(self)]``. What a layer did that the
+gateway reports (text injected, a validation result, a vector-store search, a stage's time) it
+tells ``call.observer`` as it happens; layers never know where that goes.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from gateway.policy import PolicySpec
 from gateway.wire import ChatChunk, ChatCompletion, ChatMessage, ChatRequest
 
 __all__ = [
+    "QUIET",
     "BuildContext",
     "Call",
+    "CallObserver",
     "FileSource",
     "Layer",
     "LayerError",
     "PassThrough",
     "Passage",
+    "QuietObserver",
     "ResourceError",
     "Resources",
     "SourceText",
@@ -143,8 +148,48 @@ class BuildContext:
     resources: Resources | None = None
 
 
-def _ignore_stage(stage: str, seconds: float) -> None:
-    return None
+class CallObserver(Protocol):
+    """Hears what the layers of one call did, as they do it (the gateway turns it into metrics, the
+    log and ``/readyz``; render into its verdict). Subclass ``QuietObserver`` to hear only some."""
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """A layer's stage took ``seconds`` (``prefit_stage_duration_seconds``)."""
+
+    def injected(self, chars: int) -> None:
+        """A layer added ``chars`` characters of text to the request (``tokens_total{kind=injected}``)."""
+
+    def validated(self, result: str) -> None:
+        """The output layer's verdict: ``valid``, ``repaired`` or ``invalid``."""
+
+    def retrieved(self, hits: int) -> None:
+        """A retrieval found ``hits`` passages (``prefit_retrieval_hits``)."""
+
+    def searched(self, use: StoreUse) -> None:
+        """A vector-store search ran, or could not (``use.reason``)."""
+
+
+class QuietObserver:
+    """Hears nothing: the default for calls nobody reports on (unit tests, dry runs)."""
+
+    __slots__ = ()
+
+    def stage(self, stage: str, seconds: float) -> None:
+        return None
+
+    def injected(self, chars: int) -> None:
+        return None
+
+    def validated(self, result: str) -> None:
+        return None
+
+    def retrieved(self, hits: int) -> None:
+        return None
+
+    def searched(self, use: StoreUse) -> None:
+        return None
+
+
+QUIET = QuietObserver()
 
 
 async def _no_upstream(body: ChatRequest) -> ChatCompletion:
@@ -164,12 +209,8 @@ class Call:
     stream: bool = False
     response_headers: dict[str, str] = field(default_factory=dict)
     notes: dict[type, Any] = field(default_factory=dict)
-    injected_chars: int = 0
-    validation: str | None = None
-    retrieval_hits: int | None = None
-    store_uses: list[StoreUse] = field(default_factory=list)
     send_upstream: Callable[[ChatRequest], Awaitable[ChatCompletion]] = _no_upstream
-    observe_stage: Callable[[str, float], None] = _ignore_stage
+    observer: CallObserver = QUIET
     system: ChatMessage | None = None
 
     @contextmanager
@@ -179,7 +220,7 @@ class Call:
         try:
             yield
         finally:
-            self.observe_stage(stage, time.perf_counter() - start)
+            self.observer.stage(stage, time.perf_counter() - start)
 
 
 def system_message(call: Call) -> ChatMessage:

@@ -5,7 +5,7 @@ them in. With ``dynamic``, the examples most similar to the request come from a 
 instead, without duplicates, and never one whose input is in the policy's own eval dataset (that
 would leak the answers into the measurement); the static examples fill in when none is found or
 the store fails. A store failure is never silent: the reply says ``x-prefit-context: error`` and
-the failure goes to ``call.store_uses`` for the log, the metrics and ``/readyz``.
+the failure goes to ``call.observer`` for the log, the metrics and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -150,10 +150,10 @@ class FewShotLayer(PassThrough):
                     None,
                 )
         except ResourceError as exc:
-            call.store_uses.append(StoreUse.failed("few_shot", self.dynamic.collection, exc))
+            call.observer.searched(StoreUse.failed("few_shot", self.dynamic.collection, exc))
             call.response_headers[CONTEXT_HEADER] = "error"
             return []  # the static examples stand in
-        call.store_uses.append(StoreUse("few_shot", self.dynamic.collection))
+        call.observer.searched(StoreUse("few_shot", self.dynamic.collection))
         chosen: list[Passage] = []
         seen: set[str] = set()
         for passage in found:
@@ -182,4 +182,4 @@ class FewShotLayer(PassThrough):
         while at < len(messages) and messages[at].role in _LEADING_ROLES:
             at += 1
         messages[at:at] = turns
-        call.injected_chars += chars
+        call.observer.injected(chars)

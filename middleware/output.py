@@ -95,7 +95,7 @@ class OutputLayer(PassThrough):
             return
         system = system_message(call)
         system.content = f"{system.content}\n\n{self.instructions}" if system.content else self.instructions
-        call.injected_chars += len(self.instructions)
+        call.observer.injected(len(self.instructions))
 
     def problem(self, text: str | None) -> str | None:
         """Why ``text`` is not a valid answer, or None when it is."""
@@ -121,10 +121,10 @@ class OutputLayer(PassThrough):
             with call.timer("validate"):
                 problem = self.problem(_content(reply))
         if problem is None:
-            call.validation = VALID if attempts == 0 else REPAIRED
+            call.observer.validated(VALID if attempts == 0 else REPAIRED)
             call.response_headers[_HEADER] = "true"
             return reply
-        call.validation = INVALID
+        call.observer.validated(INVALID)
         if self.spec.on_invalid == "error":
             raise OutputInvalid(
                 f"The answer did not match the policy's output schema after {attempts} retries: {problem}"

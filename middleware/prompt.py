@@ -144,4 +144,4 @@ class PromptLayer(PassThrough):
         if text:
             system = system_message(call)
             system.content = f"{system.content}\n\n{text}" if system.content else text
-            call.injected_chars += len(text)
+            call.observer.injected(len(text))

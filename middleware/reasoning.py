@@ -45,7 +45,7 @@ class ReasoningLayer(PassThrough):
         system = system_message(call)
         instruction = self.spec.instruction
         system.content = f"{system.content}\n\n{instruction}" if system.content else instruction
-        call.injected_chars += len(instruction)
+        call.observer.injected(len(instruction))
 
     async def complete(self, call: Call, reply: ChatCompletion) -> ChatCompletion:
         reasoning: list[str] = []

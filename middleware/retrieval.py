@@ -5,7 +5,7 @@ and delimited, and explicitly marked as quoted material rather than instructions
 own system prompt stays first. Search runs off the event loop (see ``gateway.retrieval.resources``).
 
 A search that cannot run is never silent: the reply says ``x-prefit-context: error`` and the
-failure goes to ``call.store_uses`` (the gateway logs it, counts it and lists it in ``/readyz``);
+failure goes to ``call.observer`` (the gateway logs it, counts it and lists it in ``/readyz``);
 with ``on_error: fail`` the request fails with 502 ``retrieval_failed``.
 """
 
@@ -112,17 +112,17 @@ class RetrievalLayer(PassThrough):
         try:
             passages = self._within_budget(await self._search(call, text))
         except ResourceError as exc:
-            call.store_uses.append(StoreUse.failed("retrieval", self.spec.collection, exc))
+            call.observer.searched(StoreUse.failed("retrieval", self.spec.collection, exc))
             call.response_headers[CONTEXT_HEADER] = "error"
             if self.spec.on_error == "fail":
                 raise RetrievalFailed(f"Retrieval from {self.spec.collection!r} failed: {exc}") from exc
             call.notes[RetrievedContext] = RetrievedContext()
             return
-        call.store_uses.append(StoreUse("retrieval", self.spec.collection))
+        call.observer.searched(StoreUse("retrieval", self.spec.collection))
         call.notes[RetrievedContext] = RetrievedContext(
             {"id": p.id, "score": round(p.score, 4), "source": p.payload.get("source")} for p in passages
         )
-        call.retrieval_hits = len(passages)
+        call.observer.retrieved(len(passages))
         call.response_headers["x-prefit-context-ids"] = ",".join(p.id for p in passages)
         if passages:
             self._insert(call, passages)
@@ -143,4 +143,4 @@ class RetrievalLayer(PassThrough):
         messages = call.body.messages
         at = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages))
         messages.insert(at, ChatMessage(role="system", content=content))
-        call.injected_chars += len(content)
+        call.observer.injected(len(content))

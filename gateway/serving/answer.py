@@ -21,43 +21,63 @@ from gateway.serving.http import prefit_headers
 from gateway.serving.resolve import Route, step_target, sticky_value
 from gateway.serving.runtime import Runtime, Snapshot
 from gateway.wire import ChatRequest
-from middleware.base import Call, close_stream
+from middleware.base import Call, StoreUse, close_stream
 
-__all__ = ["Answering", "answer", "dispatch_for", "new_call", "note_call", "note_store", "reply_headers", "run_chain"]
+__all__ = ["Answering", "CallReport", "answer", "dispatch_for", "new_call", "reply_headers", "run_chain"]
 
 
 #: A rough, tokenizer-free estimate for ``prefit_tokens_total{kind="injected"}``.
 _CHARS_PER_TOKEN = 4
 
 
-def new_call(route: Route, chat: ChatRequest, exchange: Exchange, runtime: Runtime) -> Call:
+class CallReport:
+    """Implements ``middleware.base.CallObserver`` for one call: what its layers report goes straight
+    to the metrics, the request's record and the store-health list (which logs and feeds ``/readyz``)."""
+
+    __slots__ = ("_chars", "_exchange", "_policy", "_runtime")
+
+    def __init__(self, policy: str, exchange: Exchange, runtime: Runtime) -> None:
+        self._policy = policy
+        self._exchange = exchange
+        self._runtime = runtime
+        self._chars = 0
+
+    def stage(self, stage: str, seconds: float) -> None:
+        self._runtime.metrics.observe_stage(stage, seconds)
+
+    def injected(self, chars: int) -> None:
+        self._chars += chars
+
+    def validated(self, result: str) -> None:
+        self._runtime.metrics.output_validation.child(self._policy, result).inc()
+
+    def retrieved(self, hits: int) -> None:
+        self._runtime.metrics.retrieval_hits.child(self._policy).observe(hits)
+
+    def searched(self, use: StoreUse) -> None:
+        self._runtime.store_health.observe_one(self._policy, use)
+
+    def finish(self) -> None:
+        """Injected text as tokens, once per call (a rough, tokenizer-free estimate)."""
+        self._exchange.injected_tokens += math.ceil(self._chars / _CHARS_PER_TOKEN)
+
+
+def new_call(route: Route, chat: ChatRequest, exchange: Exchange, runtime: Runtime) -> tuple[Call, CallReport]:
+    """The ``Call`` the layers edit, with the request's facts as resolution wrote them, and its report."""
     policy, variant = route.policy, route.variant
-    return Call(
+    name = policy.name if policy is not None else exchange.policy
+    report = CallReport(name, exchange, runtime)
+    call = Call(
         request_id=exchange.request_id,
         body=chat,
-        policy=policy.name if policy is not None else exchange.policy,
+        policy=name,
         variant=variant.name if variant is not None else exchange.variant,
         prompt_version=variant.prompt_version if variant is not None else exchange.prompt_version,
         upstream=route.upstream.name,
         stream=bool(chat.stream),
-        observe_stage=runtime.metrics.observe_stage,
+        observer=report,
     )
-
-
-def note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
-    """What the layers did, for metrics: injected text, the validation result, store searches."""
-    exchange.injected_tokens += math.ceil(call.injected_chars / _CHARS_PER_TOKEN)
-    if call.validation is not None:
-        runtime.metrics.output_validation.child(call.policy, call.validation).inc()
-    if call.retrieval_hits is not None:
-        runtime.metrics.retrieval_hits.child(call.policy).observe(call.retrieval_hits)
-    note_store(runtime, call)
-
-
-def note_store(runtime: Runtime, call: Call) -> None:
-    """Vector-store searches, so one that could not run is logged, counted and shown in ``/readyz``."""
-    if call.store_uses:
-        runtime.store_health.observe(call.policy, call.store_uses)
+    return call, report
 
 
 def dispatch_for(
@@ -105,7 +125,7 @@ async def answer(
     """One policy variant (or passthrough) answers ``body``: a chain runs its steps, anything else its layers."""
     if route.chain is not None:
         return await run_chain(ctx, route, body, stream)
-    call = new_call(route, body, ctx.exchange, ctx.runtime)
+    call, report = new_call(route, body, ctx.exchange, ctx.runtime)
     call.stream = stream
     dispatch = dispatch_for(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions")
     try:
@@ -113,7 +133,7 @@ async def answer(
             return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
         return await route.pipeline.complete(call, dispatch.send)
     finally:
-        note_call(call, ctx.exchange, ctx.runtime)
+        report.finish()
         ctx.response_headers.update(call.response_headers)
 
 

@@ -6,8 +6,6 @@ and hands over to the engine (``gateway.serving.answer``); errors become respons
 
 from __future__ import annotations
 
-import functools
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +17,6 @@ from gateway.serving.answer import (
     Answering,
     answer,
     dispatch_for,
-    note_store,
     reply_headers,
 )
 from gateway.serving.exchange import exchange_of
@@ -78,7 +75,7 @@ async def render(request: Request) -> Response:
         exchange.upstream,
         snapshot.config.policies,
         sticky,
-        functools.partial(note_store, ctx.runtime),
+        ctx.runtime.store_health.observe_one,
     )
     return Response(orjson.dumps(rendered), headers=prefit_headers(exchange), media_type=JSON)
 

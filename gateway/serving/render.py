@@ -21,33 +21,48 @@ from gateway.engine.chain import Chain, Placeholder, StepOutput
 from gateway.engine.pipeline import Pipeline, ask_for_usage
 from gateway.serving.resolve import step_target
 from gateway.wire import ChatRequest, dump_body
-from middleware.base import Call
+from middleware.base import Call, QuietObserver, StoreUse
 from middleware.few_shot import InjectedExamples
 from middleware.retrieval import RetrievalFailed, RetrievedContext
 
-__all__ = ["ObserveCall", "render_request"]
+__all__ = ["OnSearch", "render_request"]
 
-#: Told about each call once its layers prepared it (or failed to), e.g. to count store failures.
-ObserveCall = Callable[[Call], None]
+#: Told about each vector-store search a render made (policy, search), e.g. to log and count failures.
+OnSearch = Callable[[str, StoreUse], None]
 
 
-def _ignore(call: Call) -> None:
+def _ignore(policy: str, use: StoreUse) -> None:
     return None
 
 
-async def _prepare(pipeline: Pipeline, call: Call, observe: ObserveCall) -> None:
+class _RenderReport(QuietObserver):
+    """Hears a rendered call's searches: passes them on, and keeps the first that could not run."""
+
+    __slots__ = ("failed", "on_search", "policy")
+
+    def __init__(self, policy: str, on_search: OnSearch) -> None:
+        self.policy = policy
+        self.on_search = on_search
+        self.failed: StoreUse | None = None
+
+    def searched(self, use: StoreUse) -> None:
+        self.on_search(self.policy, use)
+        if use.reason is not None and self.failed is None:
+            self.failed = use
+
+
+async def _prepare(pipeline: Pipeline, call: Call, on_search: OnSearch) -> None:
     """Run the layers; raises ``RetrievalFailed`` naming the cause when a search could not run."""
-    try:
-        await pipeline.prepare(call)
-    finally:
-        observe(call)
-    for use in call.store_uses:
-        if use.reason is not None:
-            what = "Retrieval" if use.layer == "retrieval" else "Dynamic few-shot retrieval"
-            raise RetrievalFailed(
-                f"{what} from {use.collection!r} failed ({use.reason}), so the rendered request would lack "
-                f"its context: {use.message}"
-            )
+    report = _RenderReport(call.policy, on_search)
+    call.observer = report
+    await pipeline.prepare(call)
+    use = report.failed
+    if use is not None:
+        what = "Retrieval" if use.layer == "retrieval" else "Dynamic few-shot retrieval"
+        raise RetrievalFailed(
+            f"{what} from {use.collection!r} failed ({use.reason}), so the rendered request would lack "
+            f"its context: {use.message}"
+        )
 
 
 async def _render_chain(
@@ -58,7 +73,7 @@ async def _render_chain(
     request_id: str,
     policies: Mapping[str, LoadedPolicy],
     sticky: str | None,
-    observe: ObserveCall,
+    on_search: OnSearch,
 ) -> list[dict[str, Any]]:
     placeholders = {
         step.name: StepOutput(f"<output of step {step.name}>", Placeholder(f"<json of step {step.name}>"))
@@ -70,7 +85,7 @@ async def _render_chain(
         target = step_target(step, policy, variant, policies, sticky)
         if step.model is None:
             call = Call(request_id=request_id, body=body, policy=policy.name, upstream=target.upstream)
-            await _prepare(target.pipeline, call, observe)
+            await _prepare(target.pipeline, call, on_search)
             entry = {
                 "policy": None,
                 "variant": None,
@@ -79,7 +94,7 @@ async def _render_chain(
             }
         else:
             entry = await render_request(
-                target.policy, target.variant, body, request_id, target.upstream, policies, sticky, observe
+                target.policy, target.variant, body, request_id, target.upstream, policies, sticky, on_search
             )
         rendered.append({"step": step.name, "model": step.model, **entry})
     return rendered
@@ -93,7 +108,7 @@ async def render_request(
     upstream: str,
     policies: Mapping[str, LoadedPolicy] | None = None,
     sticky: str | None = None,
-    observe: ObserveCall = _ignore,
+    on_search: OnSearch = _ignore,
 ) -> dict[str, Any]:
     """The upstream body for ``chat`` and what chose it; nothing is sent. Raises ``PrefitError``
     (``RetrievalFailed`` when a vector-store search could not run)."""
@@ -115,13 +130,13 @@ async def render_request(
         "upstream": variant.upstream,
     }
     if variant.chain is not None:
-        steps = await _render_chain(variant.chain, policy, variant, chat, request_id, policies or {}, sticky, observe)
+        steps = await _render_chain(variant.chain, policy, variant, chat, request_id, policies or {}, sticky, on_search)
         result["steps"] = steps
         result["body"] = steps[-1]["body"]
         return result
     call = Call(request_id=request_id, body=chat, stream=bool(chat.stream), upstream=upstream)
     call.policy, call.variant, call.prompt_version = policy.name, variant.name, variant.prompt_version
-    await _prepare(variant.pipeline, call, observe)
+    await _prepare(variant.pipeline, call, on_search)
     body = variant.pipeline.upstream_body(call)
     if body.stream:
         body, _ = ask_for_usage(body)

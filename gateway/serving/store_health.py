@@ -2,7 +2,7 @@
 
 A retrieval (or dynamic few-shot search) that cannot run leaves an answer without the context its
 policy asked for, and the client sees a normal 200. That must never pass unnoticed, so layers
-report every search in ``call.store_uses`` and this module turns each failure into a WARNING line
+report every search to ``call.observer`` and this module turns each failure into a WARNING line
 (policy, collection, reason; never the request's text) and ``prefit_retrieval_errors_total``, and
 remembers, per policy and collection, the last failure until a later search of that collection
 works. Every collection the policies search is also checked when the gateway starts and after each
@@ -63,6 +63,10 @@ class StoreHealth:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._failing: dict[tuple[str, str], _Failure] = {}
+
+    def observe_one(self, policy: str, use: StoreUse) -> None:
+        """One search, as a layer reports it."""
+        self.observe(policy, (use,))
 
     def observe(self, policy: str, uses: Iterable[StoreUse]) -> None:
         """What one request's searches did: count and log failures, forget failures that healed."""

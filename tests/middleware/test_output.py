@@ -8,7 +8,7 @@ import pytest
 
 from gateway.errors import OutputInvalid
 from gateway.wire import ChatRequest
-from tests.middleware.helpers import call_for, pipeline, prepared
+from tests.middleware.helpers import call_for, pipeline, prepared, report_of
 
 SCHEMA = {
     "type": "object",
@@ -54,7 +54,7 @@ async def _run(policy: dict[str, Any], answers: list[str]) -> tuple[dict[str, An
 
 async def test_valid_first_time() -> None:
     _, call, sent = await _run({"output": {"json_schema": SCHEMA}}, ['{"label": "a"}'])
-    assert call.validation == "valid"
+    assert report_of(call).validations == ["valid"]
     assert call.response_headers["x-prefit-output-valid"] == "true"
     assert len(sent) == 1
 
@@ -63,7 +63,7 @@ async def test_reask_with_the_validation_error_then_repaired() -> None:
     reply, call, sent = await _run(
         {"output": {"json_schema": SCHEMA}}, ['{"label": "c"}', '```json\n{"label": "b"}\n```']
     )
-    assert call.validation == "repaired"
+    assert report_of(call).validations == ["repaired"]
     assert reply["choices"][0]["message"]["content"].endswith("```")
     reask = sent[1].messages
     assert reask[-2].role == "assistant" and reask[-2].content == '{"label": "c"}'
@@ -72,7 +72,7 @@ async def test_reask_with_the_validation_error_then_repaired() -> None:
 
 async def test_still_invalid_is_returned_marked() -> None:
     reply, call, sent = await _run({"output": {"json_schema": SCHEMA, "max_retries": 1}}, ["nope", "still no"])
-    assert call.validation == "invalid"
+    assert report_of(call).validations == ["invalid"]
     assert call.response_headers["x-prefit-output-valid"] == "false"
     assert reply["choices"][0]["message"]["content"] == "still no"
     assert len(sent) == 2
@@ -88,5 +88,5 @@ async def test_reasoning_is_removed_before_validation_and_on_reask() -> None:
     answers = ['thinking...\nAnswer: {"label": "z"}', 'more thinking\nAnswer: {"label": "a"}']
     reply, call, sent = await _run(policy, answers)
     assert reply["choices"][0]["message"]["content"] == '{"label": "a"}'
-    assert call.validation == "repaired"
+    assert report_of(call).validations == ["repaired"]
     assert sent[1].messages[-2].content == '{"label": "z"}'

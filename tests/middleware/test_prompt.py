@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from middleware.base import LayerError
-from tests.middleware.helpers import call_for, pipeline, prepared
+from tests.middleware.helpers import call_for, pipeline, prepared, report_of
 
 USER = {"role": "user", "content": "hi"}
 
@@ -85,4 +85,4 @@ async def test_client_system_reject() -> None:
 async def test_injected_text_is_counted() -> None:
     call = call_for([USER])
     await pipeline({"prompt": {"system": "Twelve chars"}}).prepare(call)
-    assert call.injected_chars == 12
+    assert report_of(call).chars == 12
