@@ -1,10 +1,11 @@
 """A small fake Anthropic Messages API on a real socket that records what it received.
 
-It checks requests as the real API does where a translation could go wrong (the key, as
-``x-api-key`` or, as recent SDKs send it, a bearer token; the ``anthropic-version`` header, required ``max_tokens``, unknown top-level fields, roles that
-alternate starting with ``user``, no ``system`` role in ``messages``, tool results that answer a
-tool use) and answers a 400 ``invalid_request_error`` otherwise. ``tests/upstream/test_anthropic_fake.py``
-drives it with the official ``anthropic`` SDK, so its wire format cannot drift from the real API's.
+It checks requests as the real API does where a translation could go wrong, and answers a 400
+``invalid_request_error`` otherwise: the key (as ``x-api-key`` or, as recent SDKs send it, a bearer
+token), the ``anthropic-version`` header, a required ``max_tokens``, no unknown top-level fields,
+roles that alternate starting with ``user`` (so no ``system`` role in ``messages``), and tool results
+that answer a tool use. ``tests/upstream/test_anthropic_fake.py`` drives it with the official
+``anthropic`` SDK, so its wire format cannot drift from the real API's.
 
 Answers, by what the request holds:
 
@@ -69,9 +70,7 @@ class FakeAnthropic(FakeUpstream):
 
     async def models(self, request: Request) -> Response:
         await self._record(request)
-        data = [
-            {"type": "model", "id": m, "display_name": m, "created_at": "2025-10-01T00:00:00Z"} for m in MODELS
-        ]
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-10-01T00:00:00Z"} for m in MODELS]
         return _json({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
 
     async def messages(self, request: Request) -> Response:
@@ -179,7 +178,11 @@ async def _stream(model: str, blocks: list[dict[str, Any]], stop: str):  # type:
         for delta in deltas:
             yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
-    delta = {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 7}}
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": None},
+        "usage": {"output_tokens": 7},
+    }
     yield _sse("message_delta", delta)
     yield _sse("message_stop", {"type": "message_stop"})
 
