@@ -54,8 +54,7 @@ class AnthropicUpstream(OpenAIUpstream):
                 )
             request = to_messages_request(orjson.loads(body))
         except InvalidRequest as error:
-            payload = {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
-            raise UpstreamStatus(400, orjson.dumps(payload), "application/json", error.message) from error
+            raise UpstreamStatus(400, orjson.dumps(error.to_body()), "application/json", error.message) from error
         request["stream"] = stream
         return orjson.dumps(request)
 

@@ -37,6 +37,10 @@ _JSON_OBJECT_INSTRUCTION = "Reply with only a JSON object, with no other text."
 
 def to_messages_request(chat: dict[str, Any]) -> dict[str, Any]:
     """The Messages API body for the chat completions body ``chat``. Raises ``InvalidRequest``."""
+    if (chat.get("n") or 1) > 1:
+        raise InvalidRequest("An Anthropic upstream answers one choice per request; n must be 1.", param="n")
+    if chat.get("logprobs"):
+        raise InvalidRequest("An Anthropic upstream does not return logprobs.", param="logprobs")
     system, turns = _split_system(chat.get("messages") or [])
     body: dict[str, Any] = {
         "model": chat.get("model"),

@@ -78,6 +78,12 @@ def test_what_cannot_be_translated_is_an_invalid_request(part: dict[str, object]
         to_messages_request({"messages": [{"role": "user", "content": [part]}]})
 
 
+@pytest.mark.parametrize("extra", [{"n": 2}, {"logprobs": True}])
+def test_what_anthropic_cannot_answer_is_refused_not_dropped(extra: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest):
+        to_messages_request({"messages": [{"role": "user", "content": "x"}], **extra})
+
+
 def test_whole_reply_with_text_and_tool_use() -> None:
     reply = to_chat_completion(
         {
