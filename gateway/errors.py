@@ -205,8 +205,8 @@ class UpstreamStatus(UpstreamError):
 
     @property
     def retryable(self) -> bool:
-        """Worth another attempt: rate limited or a server-side failure."""
-        return self.status == 429 or self.status in (500, 502, 503, 504)
+        """Worth another attempt: rate limited or a server-side failure (529: Anthropic is overloaded)."""
+        return self.status == 429 or self.status in (500, 502, 503, 504, 529)
 
 
 class StepFailed(PrefitError):

@@ -62,16 +62,23 @@ class _Strict(BaseModel):
 class UpstreamSettings(_Strict):
     """One model provider that policies may name. Clients can never choose a URL themselves."""
 
-    kind: Literal["openai"] = Field(
+    kind: Literal["openai", "anthropic"] = Field(
         default="openai",
         description="Which API the upstream speaks: `openai` for OpenAI-compatible servers (OpenAI, vLLM, "
-        "llama.cpp, Ollama, TEI).",
+        "llama.cpp, Ollama, TEI); `anthropic` for Anthropic's native Messages API, translated to and from "
+        "chat completions (passthrough of other paths needs an `openai` default upstream).",
     )
     base_url: str = Field(
-        description="OpenAI-compatible base URL, including /v1.", examples=["https://api.openai.com/v1"]
+        description="For `openai`: the OpenAI-compatible base URL, including /v1. For `anthropic`: the API's "
+        "root, without /v1.",
+        examples=["https://api.openai.com/v1", "https://api.anthropic.com"],
     )
     api_key: SecretStr | None = Field(
-        default=None, description="Sent as `Authorization: Bearer ...`; never logged or returned."
+        default=None,
+        description="Sent as `Authorization: Bearer ...` (`anthropic`: as `x-api-key`); never logged or returned.",
+    )
+    anthropic_version: str = Field(
+        default="2023-06-01", description="`kind: anthropic` only: the `anthropic-version` header sent on every call."
     )
     requires_api_key: bool | None = Field(
         default=None,

@@ -5,6 +5,7 @@ the model catalog, passthrough) only ever holds an ``Upstream``; which provider 
 library sit behind it is the business of one module each:
 
 - ``gateway.upstream.openai``: OpenAI-compatible APIs over one long-lived aiohttp session.
+- ``gateway.upstream.anthropic``: Anthropic's Messages API, translated to and from chat completions.
 - ``gateway.upstream.memory``: answers from a Python function, for engine tests and dry runs.
 
 A new provider is one new module implementing this protocol, plus one line in

@@ -60,6 +60,9 @@ _REPLY_HEADERS_DROPPED = HOP_BY_HOP | {"content-length", "content-encoding", "se
 class OpenAIUpstream:
     """Implements ``gateway.upstream.base.Upstream`` for one OpenAI-compatible endpoint and its pool."""
 
+    #: Where ``list_models`` reads the model list, under the base URL.
+    models_path = "/models"
+
     def __init__(self, name: str, settings: UpstreamSettings, metrics: Metrics) -> None:
         self.name = name
         self.settings = settings
@@ -285,7 +288,7 @@ class OpenAIUpstream:
             with self._translated():
                 async with asyncio.timeout(min(self.settings.timeout_s, 10.0)):
                     headers = {**self._auth_headers, "x-request-id": request_id}
-                    async with self.session.get(self.base_url + "/models", headers=headers) as response:
+                    async with self.session.get(self.base_url + self.models_path, headers=headers) as response:
                         if response.status >= 400:
                             raise await status_error(response, self.name, self._metrics, self.scrub)
                         raw = await response.read()

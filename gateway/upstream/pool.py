@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.metrics import Metrics
 from gateway.settings import UpstreamSettings
+from gateway.upstream.anthropic import AnthropicUpstream
 from gateway.upstream.base import Upstream
 from gateway.upstream.openai import OpenAIUpstream
 
@@ -17,6 +18,7 @@ __all__ = ["UpstreamPool", "build_upstream"]
 
 _PROVIDERS: dict[str, Callable[[str, UpstreamSettings, Metrics], Upstream]] = {
     "openai": OpenAIUpstream,
+    "anthropic": AnthropicUpstream,
 }
 
 
