@@ -52,6 +52,8 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             "prompt: {system: Be exact., reasoning: {}}\n",
             "policies/tools.yaml": "upstream: native\nupstream_model: fake-tool\nprompt: {system: Use the tools.}\n",
             "policies/tools-chat.yaml": "upstream: chat\nupstream_model: fake-tool\nprompt: {system: Use the tools.}\n",
+            "policies/tools-checked.yaml": "upstream: chat\nupstream_model: fake-tool\n"
+            f"output: {{json_schema: {orjson.dumps(SCHEMA).decode()}, max_retries: 0}}\n",
         }
     )
 
@@ -234,3 +236,21 @@ def test_agents_sdk_runs_an_agent_on_a_policy(gateway: GatewayProcess, upstream:
         {"role": "system", "content": "Be brief."},
     ]
     assert second["input"][-1]["type"] == "function_call_output"
+
+
+def test_chat_stream_helper_through_a_whole_answer_policy(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    tool = {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
+    with client.chat.completions.stream(
+        model="tools-checked",
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=[tool],  # type: ignore[list-item]
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert upstream.last("/v1/chat/completions").body.get("stream") is None  # answered whole, replayed
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert (call.id, call.function.name, call.function.arguments) == ("call_1", "get_weather", '{"city": "Paris"}')
