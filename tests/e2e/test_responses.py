@@ -52,6 +52,9 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             "prompt: {system: Be exact., reasoning: {}}\n",
             "policies/tools.yaml": "upstream: native\nupstream_model: fake-tool\nprompt: {system: Use the tools.}\n",
             "policies/tools-chat.yaml": "upstream: chat\nupstream_model: fake-tool\nprompt: {system: Use the tools.}\n",
+            "policies/falls-back.yaml": "upstream: native\nupstream_model: fake-500\n"
+            "fallbacks: [{upstream: chat, upstream_model: gpt-4o-mini}]\n",
+            "policies/breaks.yaml": "upstream: chat\nupstream_model: fake-stream-error\n",
             "policies/tools-checked.yaml": "upstream: chat\nupstream_model: fake-tool\n"
             f"output: {{json_schema: {orjson.dumps(SCHEMA).decode()}, max_retries: 0}}\n",
         }
@@ -254,3 +257,28 @@ def test_chat_stream_helper_through_a_whole_answer_policy(client: openai.OpenAI,
     assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
     assert (call.id, call.function.name, call.function.arguments) == ("call_1", "get_weather", '{"city": "Paris"}')
+
+
+def test_native_failure_falls_back_to_a_translated_upstream(
+    client: openai.OpenAI, upstream: FakeUpstream, gateway: GatewayProcess
+) -> None:
+    raw = client.responses.with_raw_response.create(model="falls-back", input="help")
+    assert raw.parse().output_text == "echo: help"
+    assert [r.path for r in upstream.requests][-2:] == ["/v1/responses", "/v1/chat/completions"]
+    assert raw.headers["x-prefit-upstream"] == "chat"
+    metrics = gateway.metrics()
+    assert 'policy="falls-back"' in metrics and 'upstream="chat"' in metrics
+
+
+def test_store_true_on_translate_is_refused(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    with pytest.raises(openai.BadRequestError, match="store"):
+        client.responses.create(model="support-chat", input="x", store=True)
+    assert not upstream.requests
+
+
+def test_a_stream_that_fails_midway_ends_with_an_error_event(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="breaks", input="x", stream=True))
+    assert events[0].type == "response.created"
+    last = events[-1]
+    assert last.type == "error" and "crashed" in last.message
+    assert last.sequence_number == events[-2].sequence_number + 1

@@ -1,6 +1,7 @@
 """The fake upstream's ``/v1/responses``: whole answers and event streams in the Responses wire format.
 
 - any model: a message echoing the last user input (``responded: ...``), with usage
+- ``fake-500`` / ``fake-400`` / ``fake-429``: that status with an OpenAI error body
 - ``fake-tool``: a ``function_call`` of the first tool the request offers, with ``{"city": "Paris"}``;
   once the input holds a ``function_call_output``, a message ``tool said: <output>``
 """

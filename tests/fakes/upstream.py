@@ -367,6 +367,8 @@ class FakeUpstream:
 
     async def responses(self, request: Request) -> Response:
         body = await self._record(request)
+        if body.get("model") in ("fake-500", "fake-400", "fake-429"):
+            return await self._scripted(body["model"], request, body)  # type: ignore[return-value]
         if body.get("stream"):
             return StreamingResponse(fake_responses.stream_of(body), media_type="text/event-stream")
         return _json(fake_responses.response_of(body))
