@@ -32,11 +32,13 @@ def usage_of(usage: Any) -> dict[str, Any] | None:
     """Chat usage as Responses usage."""
     if not isinstance(usage, dict):
         return None
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or 0
+    written = prompt_details.get("cache_write_tokens") or 0
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return {
         "input_tokens": usage.get("prompt_tokens", 0),
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": usage.get("completion_tokens", 0),
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": usage.get("total_tokens", 0),

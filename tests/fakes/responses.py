@@ -69,7 +69,7 @@ def response_of(body: dict[str, Any]) -> dict[str, Any]:
         "tools": body.get("tools", []),
         "usage": {
             "input_tokens": 7,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": 5,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 12,
