@@ -9,9 +9,11 @@ Mapping: ``instructions`` is a system message, input messages are chat messages 
 and ``input_image`` parts as chat parts), ``function_call`` items are an assistant message's
 ``tool_calls``, ``function_call_output`` items are ``tool`` messages, function tools and
 ``tool_choice`` map one to one, ``text.format`` is ``response_format``, ``max_output_tokens`` is
-``max_tokens`` and ``reasoning.effort`` is ``reasoning_effort``. Reasoning items in the input
-carry no text a chat model could use and are left out. Any other field stays on the chat body
-(a native upstream receives it; ``translate`` drops the names in ``RESPONSES_ONLY``).
+``max_tokens``, ``text.verbosity`` is ``verbosity`` and ``reasoning.effort`` is
+``reasoning_effort`` (other ``reasoning`` options, such as ``summary``, have no chat equivalent
+and are not sent). Reasoning items in the input carry no text a chat model could use and are left
+out. Any other field stays on the chat body (a native upstream receives it; ``translate`` drops
+the names in ``RESPONSES_ONLY``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ def chat_of(request: ResponsesRequest) -> ChatRequest:
     response_format = _format_to_chat((request.text or {}).get("format") or {})
     if response_format is not None:
         fields["response_format"] = response_format
+    if (request.text or {}).get("verbosity"):
+        fields["verbosity"] = request.text["verbosity"]  # type: ignore[index]
     if request.max_output_tokens is not None:
         fields["max_tokens"] = request.max_output_tokens
     if (request.reasoning or {}).get("effort"):
@@ -211,6 +215,8 @@ def responses_body_of(chat: dict[str, Any]) -> dict[str, Any]:
         body["text"] = {"format": {"type": "json_schema", **(fmt.get("json_schema") or {})}}
     elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
         body["text"] = {"format": {"type": "json_object"}}
+    if "verbosity" in body:
+        body["text"] = {**body.get("text", {}), "verbosity": body.pop("verbosity")}
     limit = chat.get("max_completion_tokens", chat.get("max_tokens"))
     if limit is not None:
         body["max_output_tokens"] = limit

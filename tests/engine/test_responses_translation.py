@@ -70,7 +70,7 @@ def test_request_options_map_to_chat_and_back() -> None:
     request = _request(
         tools=[tool],
         tool_choice={"type": "function", "name": "look"},
-        text={"format": fmt},
+        text={"format": fmt, "verbosity": "low"},
         max_output_tokens=9,
         reasoning={"effort": "low"},
         temperature=0.3,
@@ -91,7 +91,7 @@ def test_request_options_map_to_chat_and_back() -> None:
     back = responses_body_of(chat)
     assert back["tools"] == [tool]
     assert back["tool_choice"] == {"type": "function", "name": "look"}
-    assert back["text"] == {"format": fmt}
+    assert back["text"] == {"format": fmt, "verbosity": "low"}
     assert (back["max_output_tokens"], back["reasoning"], back["include"]) == (9, {"effort": "low"}, ["x"])
     assert "stream_options" not in back and "messages" not in back
     kinds = [item.get("type", "message") for item in back["input"]]
