@@ -40,7 +40,6 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
               native: {{base_url: {fake_upstream.base_url}, api_key: {UPSTREAM_KEY}}}
               chat: {{base_url: {fake_upstream.base_url}, responses_api: translate}}
             default_upstream: native
-            cache: {{enabled: false}}
             """,
             "policies/support.yaml": "upstream: native\nupstream_model: gpt-4o-mini\n" + support,
             "policies/support-chat.yaml": "upstream: chat\nupstream_model: gpt-4o-mini\n" + support,
@@ -54,6 +53,9 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             "policies/tools-chat.yaml": "upstream: chat\nupstream_model: fake-tool\nprompt: {system: Use the tools.}\n",
             "policies/falls-back.yaml": "upstream: native\nupstream_model: fake-500\n"
             "fallbacks: [{upstream: chat, upstream_model: gpt-4o-mini}]\n",
+            "policies/cached.yaml": "upstream: native\nupstream_model: gpt-4o-mini\nparams: {temperature: 0}\n",
+            "policies/limited.yaml": "upstream: chat\nupstream_model: gpt-4o-mini\n"
+            "rate_limit: {requests_per_minute: 1}\n",
             "policies/breaks.yaml": "upstream: chat\nupstream_model: fake-stream-error\n",
             "policies/tools-checked.yaml": "upstream: chat\nupstream_model: fake-tool\n"
             f"output: {{json_schema: {orjson.dumps(SCHEMA).decode()}, max_retries: 0}}\n",
@@ -282,3 +284,14 @@ def test_a_stream_that_fails_midway_ends_with_an_error_event(client: openai.Open
     last = events[-1]
     assert last.type == "error" and "crashed" in last.message
     assert last.sequence_number == events[-2].sequence_number + 1
+
+
+def test_cache_and_rate_limits_apply(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    first = client.responses.with_raw_response.create(model="cached", input="same question")
+    second = client.responses.with_raw_response.create(model="cached", input="same question")
+    assert (first.headers["x-prefit-cache"], second.headers["x-prefit-cache"]) == ("miss", "hit")
+    assert second.parse().output_text == "responded: same question"
+    assert len([r for r in upstream.requests if r.path == "/v1/responses"]) == 1
+    client.responses.create(model="limited", input="one")
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="limited", input="two")
