@@ -15,7 +15,7 @@ from gateway.config.load import Config
 from gateway.console import Console
 from gateway.metrics import Metrics
 from gateway.retrieval.resources import ResourceHub
-from gateway.serving import endpoints, health, models, passthrough
+from gateway.serving import endpoints, health, models, passthrough, responses
 from gateway.serving.access_log import AccessLog
 from gateway.serving.auth import AuthMiddleware
 from gateway.serving.exchange import ExchangeMiddleware
@@ -64,7 +64,9 @@ def create_app(
         Route("/v1/completions", endpoints.completions, methods=["POST"]),
         Route("/v1/embeddings", endpoints.embeddings, methods=["POST"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/render", endpoints.render, methods=["POST"]),
+        Route("/v1/responses", responses.responses, methods=["POST"]),
         Route("/v1/{path:path}", passthrough.passthrough, methods=_ALL_METHODS),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),

@@ -100,6 +100,13 @@ class UpstreamSettings(_Strict):
         description="Whether the upstream honours `response_format: json_schema`; if not, output formats are "
         "asked for in the system prompt.",
     )
+    responses_api: Literal["native", "translate"] = Field(
+        default="native",
+        description="How `/v1/responses` requests reach this upstream: `native` sends a Responses body to its "
+        "`/responses`; `translate` sends chat completions and turns the answer back into a Responses object or "
+        "event stream (for vLLM, llama.cpp, Ollama). On `translate`, requests that need stored responses "
+        "(`previous_response_id`, `conversation`, `store: true`) are refused with a 400.",
+    )
 
     @field_validator("base_url")
     @classmethod

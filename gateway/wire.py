@@ -23,6 +23,7 @@ __all__ = [
     "ModelRequest",
     "dump_body",
     "get_param",
+    "invalid_request",
     "loads",
     "parse_chat_request",
     "parse_model_request",
@@ -83,7 +84,8 @@ def _param_of(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _invalid(exc: ValidationError) -> InvalidRequest:
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """The client's mistake in ``exc`` as OpenAI names it (``param``, ``code``)."""
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
         return InvalidRequest(
@@ -103,7 +105,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(raw)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_request(exc) from None
 
 
 def parse_model_request(raw: bytes) -> ModelRequest:
@@ -111,7 +113,7 @@ def parse_model_request(raw: bytes) -> ModelRequest:
     try:
         return ModelRequest.model_validate_json(raw)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_request(exc) from None
 
 
 def dump_body(body: BaseModel) -> bytes:

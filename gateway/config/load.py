@@ -54,6 +54,8 @@ class LoadedVariant:
     prompt_hash: str
     pipeline: Pipeline
     chain: Chain | None = None
+    #: Why ``/v1/completions`` cannot carry this variant (``file:line:col: field: reason``), else None.
+    completions_blocker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,7 @@ class _PolicyLoader:
             )
             return None
         version = spec.prompt.version if spec.prompt and spec.prompt.version else "none"
+        blocker = self.completions_blocker(spec, prefix, overridden)
         return LoadedVariant(
             name=name,
             weight=weight,
@@ -359,7 +362,25 @@ class _PolicyLoader:
             prompt_hash=prompt_hash,
             pipeline=Pipeline(tuple(layers)),
             chain=chain,
+            completions_blocker=blocker,
         )
+
+    def completions_blocker(self, spec: PolicySpec, prefix: tuple[str | int, ...], overridden: set[str]) -> str | None:
+        """The first layer that reads or edits a chat reply, or runs chat steps: plain completions
+        (a prompt string in, text out) cannot carry it. Prompt, examples, retrieval and params only
+        shape the request and are laid out in the prompt text (``gateway.serving.completions``)."""
+        found: tuple[tuple[str, ...], str] | None = None
+        if spec.steps:
+            found = ("steps",), "a chain runs chat steps"
+        elif spec.output is not None:
+            found = ("output",), "output validation checks a chat reply"
+        elif spec.prompt is not None and spec.prompt.reasoning is not None:
+            found = ("prompt", "reasoning"), "reasoning extraction edits a chat reply"
+        if found is None:
+            return None
+        field, why = found
+        where = (*prefix, *field) if field[0] in overridden else field
+        return str(self.located.issue(where, f"{why}, which /v1/completions cannot carry", key=True))
 
     def chain(self, spec: PolicySpec, policy_name: str, context: BuildContext) -> Chain:
         """Compile a chain's steps; an inline step is the chain's own settings with its ``system`` prompt."""

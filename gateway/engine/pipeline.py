@@ -84,7 +84,10 @@ async def strip_usage(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChu
 
 
 def replay_as_chunks(reply: ChatCompletion, include_usage: bool) -> AsyncIterator[ChatChunk]:
-    """A whole completion as the chunk sequence a streaming client expects."""
+    """A whole completion as the chunk sequence a streaming client expects, field for field as OpenAI
+    streams it: the role (and any text) in the first delta, then one delta per tool call carrying
+    its ``index``, ``id``, ``type`` and function name and arguments, then the ``finish_reason``,
+    then (when asked for) a usage chunk with no choices."""
 
     async def chunks() -> AsyncIterator[ChatChunk]:
         base: dict[str, Any] = {
@@ -92,16 +95,37 @@ def replay_as_chunks(reply: ChatCompletion, include_usage: bool) -> AsyncIterato
         }
         base["object"] = "chat.completion.chunk"
         for choice in reply.get("choices") or ():
-            index = choice.get("index", 0)
-            message: dict[str, Any] = dict(choice.get("message") or {})
-            delta = {k: v for k, v in message.items() if v is not None}
-            yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
-            finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
-            yield {**base, "choices": [finish]}
+            for delta, finish in _replayed_deltas(choice):
+                yield {
+                    **base,
+                    "choices": [
+                        {"index": choice.get("index", 0), "delta": delta, "logprobs": None, "finish_reason": finish}
+                    ],
+                }
         if include_usage and reply.get("usage"):
             yield {**base, "choices": [], "usage": reply["usage"]}
 
     return chunks()
+
+
+def _replayed_deltas(choice: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """One choice's deltas, each with its ``finish_reason`` (set on the last only)."""
+    message: dict[str, Any] = dict(choice.get("message") or {})
+    calls = message.pop("tool_calls", None) or []
+    first = {key: value for key, value in message.items() if value is not None}
+    first.setdefault("role", "assistant")
+    deltas: list[tuple[dict[str, Any], str | None]] = [(first, None)]
+    for position, call in enumerate(calls):
+        function = call.get("function") or {}
+        replayed = {
+            "index": position,
+            "id": call.get("id"),
+            "type": call.get("type", "function"),
+            "function": {"name": function.get("name"), "arguments": function.get("arguments", "")},
+        }
+        deltas.append(({"tool_calls": [replayed]}, None))
+    deltas.append(({}, choice.get("finish_reason")))
+    return deltas
 
 
 class Pipeline:

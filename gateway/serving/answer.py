@@ -7,7 +7,7 @@ reported into the request's metrics."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,20 @@ from gateway.engine.resilience import Target
 from gateway.serving.http import prefit_headers
 from gateway.serving.resolve import Route, step_target, sticky_value
 from gateway.serving.runtime import Runtime, Snapshot
+from gateway.upstream.base import Upstream
 from gateway.wire import ChatRequest
 from middleware.base import Call, StoreUse, close_stream
 
-__all__ = ["Answering", "CallReport", "answer", "dispatch_for", "new_call", "reply_headers", "run_chain"]
+__all__ = [
+    "Answering",
+    "CallReport",
+    "UpstreamView",
+    "answer",
+    "dispatch_for",
+    "new_call",
+    "reply_headers",
+    "run_chain",
+]
 
 
 #: A rough, tokenizer-free estimate for ``prefit_tokens_total{kind="injected"}``.
@@ -80,13 +90,26 @@ def new_call(route: Route, chat: ChatRequest, exchange: Exchange, runtime: Runti
     return call, report
 
 
+UpstreamView = Callable[[Upstream], Upstream]
+
+
 def dispatch_for(
-    request: Request, runtime: Runtime, snapshot: Snapshot, route: Route, exchange: Exchange, path: str
+    request: Request,
+    runtime: Runtime,
+    snapshot: Snapshot,
+    route: Route,
+    exchange: Exchange,
+    path: str,
+    view: UpstreamView | None = None,
 ) -> Dispatch:
+    """How this request reaches its upstream and fallbacks; ``view`` changes how each is called (the
+    Responses API's native or translated calls)."""
     targets = [Target(route.upstream, None)]
     spec = route.variant.spec if route.variant is not None else None
     if spec is not None:
         targets += [Target(snapshot.upstreams[f.upstream], f.upstream_model) for f in spec.fallbacks]
+    if view is not None:
+        targets = [Target(view(target.upstream), target.model) for target in targets]
     return Dispatch(
         path,
         targets,
@@ -117,6 +140,7 @@ class Answering:
     snapshot: Snapshot
     exchange: Exchange
     response_headers: dict[str, str] = field(default_factory=dict)
+    view: UpstreamView | None = None
 
 
 async def answer(
@@ -127,7 +151,7 @@ async def answer(
         return await run_chain(ctx, route, body, stream)
     call, report = new_call(route, body, ctx.exchange, ctx.runtime)
     call.stream = stream
-    dispatch = dispatch_for(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions")
+    dispatch = dispatch_for(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions", ctx.view)
     try:
         if stream:
             return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)

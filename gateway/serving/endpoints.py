@@ -19,6 +19,7 @@ from gateway.serving.answer import (
     dispatch_for,
     reply_headers,
 )
+from gateway.serving.completions import apply_policy_prompt
 from gateway.serving.exchange import exchange_of
 from gateway.serving.http import JSON, endpoint, prefit_headers, read_body, runtime_of
 from gateway.serving.render import render_request
@@ -81,7 +82,8 @@ async def render(request: Request) -> Response:
 
 
 async def _model_call(request: Request, path: str, *, apply_params: bool, streams: bool) -> Response:
-    """Completions and embeddings: the policy picks upstream and model; the body is otherwise the client's.
+    """Completions and embeddings: the policy picks upstream and model (for completions, its prompt and
+    examples go into the prompt text: ``gateway.serving.completions``); the body is otherwise the client's.
 
     ``streams``: whether the endpoint can stream at all; asking one that cannot is the client's mistake.
     """
@@ -98,6 +100,8 @@ async def _model_call(request: Request, path: str, *, apply_params: bool, stream
     route = resolve(request, snapshot, body.model, exchange)
     await admit(request, snapshot, route, exchange)
     if route.variant is not None:
+        if path == "/completions":
+            await apply_policy_prompt(route, body, exchange, runtime)
         spec = route.variant.spec
         body.model = route.variant.upstream_model
         if apply_params:

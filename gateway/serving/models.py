@@ -1,4 +1,4 @@
-"""``GET /v1/models``: every policy, then the default upstream's own models."""
+"""``GET /v1/models``: every policy, then the default upstream's own models; ``GET /v1/models/{id}``: one."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from gateway.config.load import LoadedPolicy
 from gateway.serving.exchange import exchange_of
-from gateway.serving.http import JSON, endpoint, runtime_of
+from gateway.serving.http import JSON, endpoint, read_body, runtime_of
+from gateway.serving.passthrough import forward
 
-__all__ = ["list_models"]
+__all__ = ["list_models", "retrieve_model"]
 
 
 def _model_entry(policy: LoadedPolicy, created: int) -> dict[str, Any]:
@@ -55,3 +56,16 @@ async def list_models(request: Request) -> Response:
     data = [_model_entry(policy, created) for policy in config.policies.values()]
     data.extend(model for model in await snapshot.catalog.models() if model["id"] not in config.policies)
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+
+@endpoint
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: a policy's entry as ``/v1/models`` lists it; any other id is asked of the
+    default upstream (forwarded as it came)."""
+    snapshot = runtime_of(request).current
+    config = snapshot.config
+    policy = config.policies.get(request.path_params["model"])
+    if policy is None:
+        return await forward(request, await read_body(request, config.settings.max_body_bytes))
+    exchange_of(request.scope).policy = "models"
+    return Response(orjson.dumps(_model_entry(policy, int(config.loaded_at))), media_type=JSON)

@@ -23,7 +23,7 @@ from gateway.serving.resolve import caller
 from gateway.serving.sse import HangupAwareResponse
 from middleware.base import close_stream
 
-__all__ = ["passthrough"]
+__all__ = ["forward", "passthrough"]
 
 
 _FORWARDED_METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
@@ -32,6 +32,18 @@ _FORWARDED_METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
 @endpoint
 async def passthrough(request: Request) -> Response:
     """Any other ``/v1/*`` path: sent to the default upstream as it came, the reply streamed back as it comes."""
+    config = runtime_of(request).current.config
+    if config.settings.default_upstream is None:
+        raise NotFound(f"No upstream serves {request.url.path} on this gateway.")
+    _safe_forward_path(request)
+    # Read even when it is not forwarded: a consumed body is what lets a hang-up be noticed (HangupWatch).
+    body = await read_body(request, config.settings.max_body_bytes)
+    return await forward(request, body)
+
+
+async def forward(request: Request, body: bytes) -> Response:
+    """``request`` (its ``body`` already read) sent to the default upstream, the reply streamed back.
+    Raises ``PrefitError``."""
     snapshot = runtime_of(request).current
     config = snapshot.config
     exchange = exchange_of(request.scope)
@@ -39,8 +51,6 @@ async def passthrough(request: Request) -> Response:
     if default is None:
         raise NotFound(f"No upstream serves {request.url.path} on this gateway.")
     forwarded_path = _safe_forward_path(request)
-    # Read even when it is not forwarded: a consumed body is what lets a hang-up be noticed (HangupWatch).
-    body = await read_body(request, config.settings.max_body_bytes)
     if request.method not in _FORWARDED_METHODS_WITH_BODY:
         body = b""
     exchange.policy, exchange.upstream, exchange.model = "passthrough", default, "other"

@@ -14,7 +14,8 @@ from tests.fakes.upstream import FakeUpstream
 def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # type: ignore[no-untyped-def]
     return start_gateway(
         {
-            "prefit.yaml": f"upstreams:\n  fake: {{base_url: {fake_upstream.base_url}}}\ndefault_upstream: fake\n"
+            "prefit.yaml": f"upstreams:\n  fake: {{base_url: {fake_upstream.base_url}, responses_api: translate}}\n"
+            "default_upstream: fake\n"
             "cache: {enabled: false}\n",
             "policies/extract.yaml": "upstream_model: gpt-4o-mini\nprompt: {system: Extract the entities.}\n",
             "policies/label.yaml": "upstream_model: fake-json-good\n",
@@ -61,6 +62,20 @@ def test_steps_run_in_order_and_feed_each_other(client: openai.OpenAI, upstream:
     ]
     assert reply.usage is not None
     assert reply.usage.prompt_tokens == 6 + 4 + 8  # every step's usage, summed
+
+
+def test_a_chain_answers_the_responses_api(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    reply = client.responses.create(model="pipeline", input=USER[0]["content"])
+    assert reply.output_text == "echo: billing / my card was charged twice"
+    sent = list(upstream.requests)
+    assert [r.path for r in sent] == ["/v1/chat/completions"] * 3
+    assert [r.body["model"] for r in sent] == ["gpt-4o-mini", "fake-json-good", "gpt-4o"]
+    chat = client.chat.completions.create(model="pipeline", messages=USER)
+    assert reply.usage is not None and chat.usage is not None
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (
+        chat.usage.prompt_tokens,
+        chat.usage.completion_tokens,
+    )
 
 
 def test_last_step_streams(client: openai.OpenAI, upstream: FakeUpstream) -> None:

@@ -88,7 +88,7 @@ def gateway(start_gateway, llama_url: str) -> GatewayProcess:  # type: ignore[no
     return start_gateway(
         {
             "prefit.yaml": f"upstreams:\n  local: {{base_url: {llama_url}, timeout_s: 120, "
-            "supports_json_schema: false}\n"
+            "supports_json_schema: false, responses_api: translate}\n"
             "default_upstream: local\ncache: {enabled: false}\n",
             "policies/tiny.yaml": "upstream_model: smollm2\nparams: {temperature: 0, max_tokens: 12}\n",
             "policies/polite.yaml": """
@@ -144,6 +144,20 @@ def test_system_prompt_and_examples_reach_the_model(client: openai.OpenAI, gatew
     rendered = httpx.post(gateway.url + "/v1/render", json={"model": "polite", "messages": HELLO}).json()
     roles = [m["role"] for m in rendered["body"]["messages"]]
     assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+
+
+def test_responses_api_through_translate(client: openai.OpenAI) -> None:
+    """llama.cpp has no /responses: the Responses request reaches it as chat completions."""
+    raw = client.responses.with_raw_response.create(model="polite", input="Refund my charge.")
+    reply = raw.parse()
+    assert reply.output_text.strip()
+    assert reply.usage is not None and reply.usage.input_tokens > 30, "system prompt and examples were sent"
+    assert raw.headers["x-prefit-policy"] == "polite"
+    with client.responses.stream(model="polite", input="My parcel is late.") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds and final.output_text.strip()
 
 
 def test_chain(client: openai.OpenAI) -> None:

@@ -104,6 +104,15 @@ def test_passages_are_inserted_as_quoted_sources(client: openai.OpenAI, upstream
     assert messages[2] == QUESTION[0]
 
 
+def test_responses_requests_get_the_sources_too(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    raw = client.responses.with_raw_response.create(model="kb", input=QUESTION[0]["content"])
+    assert raw.headers["x-prefit-context-ids"]
+    items = upstream.last("/v1/responses").body["input"]
+    assert [item["role"] for item in items] == ["system", "system", "user"]
+    assert items[0]["content"] == "Answer from the sources only."
+    assert "45 days" in items[1]["content"] and items[2]["content"] == QUESTION[0]["content"]
+
+
 def test_render_shows_passages_and_scores(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
     rendered = httpx.post(gateway.url + "/v1/render", json={"model": "kb", "messages": QUESTION}, timeout=30).json()
     context = rendered["context"]

@@ -19,6 +19,9 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
 - ``fake-reason``: reasoning text, then ``Answer: 42``
 - ``fake-label``: the last assistant message of the request (a few-shot example), else ``unknown``
+- ``fake-tool``: a call of the first offered tool with ``{"city": "Paris"}`` (whole or streamed), or,
+  once the last message is a tool result, ``tool said: <result>``; ``/v1/responses`` in
+  ``tests/fakes/responses.py``
 - ``fake-no-usage``: the echo, but as llama.cpp's server answers: no ``usage`` in a whole answer,
   and ``stream_options.include_usage`` ignored in a stream
 """
@@ -40,6 +43,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes import responses as fake_responses
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
 
@@ -234,11 +239,38 @@ class FakeUpstream:
             if body.get("stream"):
                 return StreamingResponse(self._chat_stream(model, text, False), media_type="text/event-stream")
             return _json({k: v for k, v in _completion(model, f"echo: {text}").items() if k != "usage"})
+        if model == "fake-tool":
+            return self._tool_call(body)
         if model == "fake-label":
             return _json(_completion(model, _copied_label(body.get("messages", []))))
         if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):
             return _json(_completion(model, _scripted_text(model, body)))
         return None
+
+    def _tool_call(self, body: dict[str, Any]) -> Response:
+        """``fake-tool``: call the first offered tool, or, after a tool result, say what it returned."""
+        messages = body.get("messages", [])
+        if (messages and messages[-1].get("role") == "tool") or not body.get("tools"):
+            return _json(_completion("fake-tool", f"tool said: {messages[-1].get('content') if messages else ''}"))
+        name = body["tools"][0]["function"]["name"]
+        call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": '{"city": "Paris"}'}}
+        reply = _completion("fake-tool", "")
+        reply["choices"][0].update(message={"role": "assistant", "content": None, "tool_calls": [call]})
+        reply["choices"][0]["finish_reason"] = "tool_calls"
+        if not body.get("stream"):
+            return _json(reply)
+
+        async def stream():  # type: ignore[no-untyped-def]
+            first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+            yield _event(_chunk("fake-tool", {"role": "assistant", "content": None, "tool_calls": [first]}, False))
+            for part in ('{"city": ', '"Paris"}'):
+                yield _event(
+                    _chunk("fake-tool", {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}, False)
+                )
+            yield _event(_chunk("fake-tool", {}, False, finish="tool_calls"))
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
 
     async def _chat_stream(self, model: str, text: str, include_usage: bool):  # type: ignore[no-untyped-def]
         words = f"echo: {text}".split(" ")
@@ -335,63 +367,11 @@ class FakeUpstream:
 
     async def responses(self, request: Request) -> Response:
         body = await self._record(request)
-        text = body.get("input") if isinstance(body.get("input"), str) else "?"
-        reply = {
-            "id": "resp_1",
-            "object": "response",
-            "created_at": 1,
-            "status": "completed",
-            "model": body.get("model"),
-            "output": [
-                {
-                    "type": "message",
-                    "id": "msg_1",
-                    "status": "completed",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": f"responded: {text}", "annotations": []}],
-                }
-            ],
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-        }
+        if body.get("model") in ("fake-500", "fake-400", "fake-429"):
+            return await self._scripted(body["model"], request, body)  # type: ignore[return-value]
         if body.get("stream"):
-
-            async def stream():  # type: ignore[no-untyped-def]
-                yield (
-                    b"event: response.created\ndata: "
-                    + orjson.dumps(
-                        {
-                            "type": "response.created",
-                            "sequence_number": 0,
-                            "response": {**reply, "status": "in_progress", "output": []},
-                        }
-                    )
-                    + b"\n\n"
-                )
-                yield (
-                    b"event: response.output_text.delta\ndata: "
-                    + orjson.dumps(
-                        {
-                            "type": "response.output_text.delta",
-                            "sequence_number": 1,
-                            "item_id": "msg_1",
-                            "output_index": 0,
-                            "content_index": 0,
-                            "delta": f"responded: {text}",
-                            "logprobs": [],
-                        }
-                    )
-                    + b"\n\n"
-                )
-                yield (
-                    b"event: response.completed\ndata: "
-                    + orjson.dumps({"type": "response.completed", "sequence_number": 2, "response": reply})
-                    + b"\n\n"
-                )
-
-            return StreamingResponse(stream(), media_type="text/event-stream")
-        return _json(reply)
+            return StreamingResponse(fake_responses.stream_of(body), media_type="text/event-stream")
+        return _json(fake_responses.response_of(body))
 
     async def echo(self, request: Request) -> Response:
         body = await self._record(request)

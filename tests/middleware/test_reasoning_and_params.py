@@ -53,9 +53,33 @@ async def test_whole_reply_replayed_as_chunks() -> None:
     }
     chunks = [chunk async for chunk in replay_as_chunks(reply, include_usage=True)]
     assert [c["choices"] for c in chunks] == [
-        [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}],
-        [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "logprobs": None, "finish_reason": None}],
+        [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
         [],
     ]
     assert chunks[-1]["usage"] == reply["usage"]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+
+async def test_replayed_tool_calls_carry_every_field_of_a_real_stream() -> None:
+    calls = [
+        {"id": f"call_{n}", "type": "function", "function": {"name": f"f{n}", "arguments": f'{{"n": {n}}}'}}
+        for n in (0, 1)
+    ]
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    reply = {"id": "c1", "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+    deltas = [c["choices"][0]["delta"] async for c in replay_as_chunks(reply, include_usage=False)]
+    assert deltas == [
+        {"role": "assistant"},
+        {
+            "tool_calls": [
+                {"index": 0, "id": "call_0", "type": "function", "function": {"name": "f0", "arguments": '{"n": 0}'}}
+            ]
+        },
+        {
+            "tool_calls": [
+                {"index": 1, "id": "call_1", "type": "function", "function": {"name": "f1", "arguments": '{"n": 1}'}}
+            ]
+        },
+        {},
+    ]
