@@ -19,6 +19,8 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-json-bad``: never JSON; ``fake-json-good``: always ``{"category": "billing", "priority": 2}``
 - ``fake-reason``: reasoning text, then ``Answer: 42``
 - ``fake-label``: the last assistant message of the request (a few-shot example), else ``unknown``
+- ``fake-judge``: a grader for eval judge tests: ``5`` when the ``Output:`` of the last user message
+  equals its ``Expected:``, else ``2``; ``fake-judge-words``: always ``Looks fine to me.``
 - ``fake-no-usage``: the echo, but as llama.cpp's server answers: no ``usage`` in a whole answer,
   and ``stream_options.include_usage`` ignored in a stream
 """
@@ -236,6 +238,8 @@ class FakeUpstream:
             return _json({k: v for k, v in _completion(model, f"echo: {text}").items() if k != "usage"})
         if model == "fake-label":
             return _json(_completion(model, _copied_label(body.get("messages", []))))
+        if model in ("fake-judge", "fake-judge-words"):
+            return _json(_completion(model, _grade(model, _last_user_text(body.get("messages", [])))))
         if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):
             return _json(_completion(model, _scripted_text(model, body)))
         return None
@@ -429,6 +433,13 @@ def _copied_label(messages: list[dict[str, Any]]) -> str:
         if message.get("role") == "assistant" and isinstance(message.get("content"), str):
             return str(message["content"])
     return "unknown"
+
+
+def _grade(model: str, text: str) -> str:
+    if model == "fake-judge-words":
+        return "Looks fine to me."
+    expected, _, output = text.partition("Expected:\n")[2].partition("\n\nOutput:\n")
+    return "5" if expected.strip() == output.strip() else "2"
 
 
 def _scripted_text(model: str, body: dict[str, Any]) -> str:
