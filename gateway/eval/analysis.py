@@ -26,7 +26,7 @@ __all__ = ["MISSING", "confusion", "failure_counts", "failure_kind", "mark_failu
 MISSING = "(none)"
 KINDS = ("format", "content", "error")
 _MAX_LABELS = 20
-_MAX_OUTPUTS = 12
+_MAX_OUTPUTS = 5
 _REFUSAL = re.compile(r"^\W*(i'?m sorry|sorry,|i (can ?not|can't|won't|am unable|'m unable)|as an ai)\b", re.I)
 
 
@@ -103,7 +103,7 @@ def _label(result: ItemResult) -> str:
 def confusion(results: list[ItemResult]) -> dict[str, dict[str, int]] | None:
     """``{expected: {output: count}}`` when the expected values are a small set of repeated labels.
 
-    Outputs that match a label after normalisation are counted under the label; beyond a dozen
+    Outputs that match a label after normalisation are counted under the label; beyond five
     distinct other outputs, the rarest are pooled as ``(other)``.
     """
     expected = [r.item.expected for r in results]
