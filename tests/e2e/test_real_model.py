@@ -172,6 +172,7 @@ def test_demo_few_shot_beats_zero_shot(llama_url: str, tmp_path: Path) -> None:
             "--baseline",
             "zero-shot",
             "--no-cache",
+            "--no-save",  # stored runs would land in the repository's demo folder
             "--json",
             str(report),
         ],
@@ -251,7 +252,7 @@ def _demo_iteration(workdir: Path, version: str, examples: bool) -> None:
 
 
 def test_demo_iterations_are_stored_and_history_shows_the_jump(llama_url: str, tmp_path: Path) -> None:
-    shutil.copytree(DEMO, tmp_path / "demo")
+    shutil.copytree(DEMO, tmp_path / "demo", ignore=shutil.ignore_patterns(".prefit"))
     workdir = tmp_path / "demo"
     env = {**os.environ, "PREFIT_DEMO_URL": llama_url, "COLUMNS": "160"}
 
