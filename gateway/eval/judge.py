@@ -4,7 +4,8 @@ The judge is an ordinary policy (versioned, with its own prompt and examples), c
 same in-process gateway and on-disk call cache as the items themselves. It gets one user message
 laying out the item's ``input``, ``expected`` and ``output``, and the same three as request
 ``metadata``, which its system prompt can use as ``{{ metadata.output }}`` once it whitelists them
-(``prompt.metadata: [input, expected, output]``). Its answer must start with a number; any other
+(``prompt.metadata: [input, expected, output]``; like any metadata value, capped at 512
+characters, where the message carries them whole). Its answer must start with a number; any other
 answer marks the item ``error`` with the judge's raw words, and the run goes on.
 """
 
@@ -21,6 +22,7 @@ from gateway.eval.scoring import Scorer
 
 __all__ = ["judge_message", "parse_grade", "run_judges"]
 
+_MAX_METADATA = 512  # OpenAI's limit on a metadata value
 _NUMBER = re.compile(r"^\W*?(-?[0-9]+(?:\.[0-9]+)?)\b")
 
 
@@ -41,7 +43,8 @@ def parse_grade(answer: str) -> float | None:
 async def _grade(runner: Runner, scorer: Scorer, result: ItemResult, use_cache: bool) -> None:
     assert scorer.judge is not None
     item = result.item
-    metadata = {"input": item.text(), "expected": _show(item.expected), "output": result.output}
+    shown = {"input": item.text(), "expected": _show(item.expected), "output": result.output}
+    metadata = {key: value[:_MAX_METADATA] for key, value in shown.items()}
     request = EvalItem(item.id, judge_message(item, result.output), None, metadata)
     verdict = await runner.run_item(request, runner.policy.primary.name, result.repeat, use_cache)
     if verdict.error is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -106,7 +107,8 @@ def test_diff_lists_the_flipped_items_with_both_outputs(workdir: Path) -> None:
     done = _prefit(workdir, "diff", one, str(workdir / "two.json"), "--json", "diff.json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "8 fixed, 0 broken" in done.stdout
-    (variant,) = _json(workdir / "diff.json")["variants"]  # type: ignore[misc]
+    variant: dict[str, Any] = _json(workdir / "diff.json")["variants"][0]  # type: ignore[index]
+    assert len(_json(workdir / "diff.json")["variants"]) == 1  # type: ignore[arg-type]
     assert [f["id"] for f in variant["fixed"]] == [f"t{i}" for i in range(8)]
     assert variant["fixed"][0] | {"before_error": None} == {
         "id": "t0",
@@ -175,7 +177,10 @@ eval:
 
 def test_a_judge_policy_grades_each_answer(workdir: Path, upstream: FakeUpstream) -> None:
     (workdir / "policies/labeler.yaml").write_text(JUDGED)
-    (workdir / "policies/grader.yaml").write_text("upstream_model: fake-judge\nprompt: {version: g1}\n")
+    (workdir / "policies/grader.yaml").write_text(
+        "upstream_model: fake-judge\n"
+        "prompt: {version: g1, system: 'Grade: {{ metadata.output }}', metadata: [input, expected, output]}\n"
+    )
     done = _prefit(workdir, "eval", "labeler", "--json", "judged.json", "--no-save")
     assert done.returncode == 0, done.stdout + done.stderr
     variant = _json(workdir / "judged.json")["variants"]["default"]  # type: ignore[index]
@@ -185,6 +190,7 @@ def test_a_judge_policy_grades_each_answer(workdir: Path, upstream: FakeUpstream
     asked = [r.body for r in upstream.requests if r.body and r.body.get("model") == "fake-judge"]
     assert len(asked) == 10
     assert asked[0]["messages"][-1]["content"].startswith("Input:\nticket ")
+    assert asked[0]["messages"][0] == {"role": "system", "content": "Grade: billing"}, "metadata reaches the template"
     again = _prefit(workdir, "eval", "labeler", "--json", "again.json", "--no-save")
     assert again.returncode == 0
     judge_calls = [r for r in upstream.requests if r.body and r.body.get("model") == "fake-judge"]
