@@ -296,7 +296,8 @@ def docs(out: Path) -> None:
 @click.option("--key", default=None, envvar="PREFIT_EVAL_KEY", help="Admin key for --url (PREFIT_EVAL_KEY).")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 100), help="Runs per item.")
 @click.option("--no-cache", is_flag=True, help="Call the model again even for unchanged requests.")
-@click.option("--save", is_flag=True, help="Store the run for the console (settings: eval_runs_dir).")
+@click.option("--save/--no-save", default=True, help="Store the run for history, diff and the console (eval_runs_dir).")
+@click.option("--by", "by", multiple=True, help="Slice scores by this item `metadata` field (repeatable).")
 @click.option("--concurrency", default=None, type=click.IntRange(1, 64), help="Requests in flight (default: policy).")
 @_config_option
 def eval_command(
@@ -310,10 +311,11 @@ def eval_command(
     repeat: int,
     no_cache: bool,
     save: bool,
+    by: tuple[str, ...],
     concurrency: int | None,
     config_path: Path | None,
 ) -> None:
-    """Run POLICY's held-out set once per variant, print the scores, exit 1 if a gate fails."""
+    """Run POLICY's held-out set once per variant, print scores and errors by kind, exit 1 if a gate fails."""
     import asyncio
 
     from gateway.eval.run import EvalOptions, run_eval
@@ -333,6 +335,7 @@ def eval_command(
         use_cache=not no_cache,
         concurrency=concurrency,
         save=save,
+        by=by,
     )
     try:
         passed = asyncio.run(run_eval(config, options, resources))
@@ -342,6 +345,61 @@ def eval_command(
     finally:
         resources.close()
     sys.exit(0 if passed else 1)
+
+
+def _runs_folder(config_path: Path | None) -> Path:
+    config = _load_or_exit(config_path)
+    folder = Path(config.settings.eval_runs_dir)
+    return folder if folder.is_absolute() else config.base_dir / folder
+
+
+def _write_json(path: Path | None, data: object) -> None:
+    if path is not None:
+        import orjson
+
+        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+@main.command()
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as JSON.")
+@_config_option
+def history(policy_name: str, json_out: Path | None, config_path: Path | None) -> None:
+    """POLICY's stored eval runs, oldest first: score, interval, change and its paired significance."""
+    from rich.console import Console
+
+    from gateway.runs.history import history as build_history
+    from gateway.runs.history import history_json, render_history
+    from gateway.runs.store import list_runs
+
+    configure_logging("warning")
+    rows = build_history(list_runs(_runs_folder(config_path), policy_name))
+    render_history(Console(width=None if sys.stdout.isatty() else 200), policy_name, rows)
+    _write_json(json_out, history_json(policy_name, rows))
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the flips as JSON.")
+@_config_option
+def diff(run_a: str, run_b: str, json_out: Path | None, config_path: Path | None) -> None:
+    """The items that flipped from RUN_A to RUN_B (run ids from `prefit history`, or run files)."""
+    from rich.console import Console
+
+    from gateway.runs.diff import diff_json, diff_runs, render_diff
+    from gateway.runs.store import load_run
+
+    configure_logging("warning")
+    folder = _runs_folder(config_path)
+    try:
+        a, b = load_run(run_a, folder), load_run(run_b, folder)
+        diffs = diff_runs(a, b)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    render_diff(Console(width=None if sys.stdout.isatty() else 200), a, b, diffs)
+    _write_json(json_out, diff_json(a, b, diffs))
 
 
 @main.command()

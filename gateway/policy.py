@@ -259,7 +259,8 @@ class EvalSpec(_Spec):
     metrics: list[str | dict[str, Any]] = Field(
         default_factory=lambda: list[str | dict[str, Any]](["exact_match"]),
         description="Scorers: exact_match, contains, regex, json_valid, {json_field: <path>}, {regex: <pattern>}, "
-        "{python: 'module:function'}. The first is the primary score.",
+        "{python: 'module:function'}, {judge: {model: POLICY, pass: '>=4'}} (a policy grades each answer with "
+        "a number). The first is the primary score.",
     )
     gates: dict[str, str] = Field(
         default_factory=dict,

@@ -248,7 +248,9 @@ class Settings(_Strict):
     access_log: bool = Field(default=True, description="One JSON line per request on the prefit.access logger.")
     reload: bool = Field(default=True, description="Watch the settings file and policies and reload on change.")
     eval_runs_dir: str = Field(
-        default=".prefit/eval-runs", description="Where `prefit eval --save` stores runs for the console."
+        default=".prefit/eval-runs",
+        description="Where `prefit eval` stores every run (unless `--no-save`) for `prefit history`, `prefit diff` "
+        "and the console.",
     )
 
     @model_validator(mode="after")

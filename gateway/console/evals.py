@@ -95,6 +95,19 @@ class VariantRow:
     cached: int
     cost_usd: float | None
     failed_items: list[dict[str, Any]] = field(default_factory=list)
+    prompt_version: str = ""
+    #: The error analysis as stored (see docs/eval-report.md); empty for runs saved before it existed.
+    failures: dict[str, int] = field(default_factory=dict)
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    confusion: dict[str, dict[str, int]] | None = None
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def confusion_columns(self) -> list[str]:
+        """The labels first, then any other outputs seen."""
+        matrix = self.confusion or {}
+        labels = list(matrix)
+        return labels + sorted({c for row in matrix.values() for c in row} - set(labels))
 
     @property
     def cost_per_item(self) -> float | None:
@@ -150,7 +163,24 @@ def _variant(name: str, data: dict[str, Any], metrics: list[str]) -> VariantRow:
         cached=int(_num(data.get("cached"))),
         cost_usd=_num(cost) if isinstance(cost, int | float) else None,
         failed_items=failed[:_MAX_FAILED_ITEMS],
+        prompt_version=str(data.get("prompt_version") or ""),
+        **_analysis(data),
     )
+
+
+def _analysis(data: dict[str, Any]) -> dict[str, Any]:
+    """The stored analysis fields, each dropped when it is not of the documented shape."""
+    out: dict[str, Any] = {}
+    failures, slices, matrix, clusters = (data.get(k) for k in ("failures", "slices", "confusion", "clusters"))
+    if isinstance(failures, dict):
+        out["failures"] = {str(k): int(_num(v)) for k, v in failures.items()}
+    if isinstance(slices, dict) and all(isinstance(v, dict) for v in slices.values()):
+        out["slices"] = slices
+    if isinstance(matrix, dict) and all(isinstance(v, dict) for v in matrix.values()):
+        out["confusion"] = matrix
+    if isinstance(clusters, list):
+        out["clusters"] = [c for c in clusters if isinstance(c, dict) and isinstance(c.get("example"), dict)]
+    return out
 
 
 def load_run(folder: Path, name: str) -> RunView | None:

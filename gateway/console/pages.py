@@ -27,6 +27,7 @@ from gateway.console.evals import list_runs, load_run, runs_dir
 from gateway.console.playground import Playground, chat_body
 from gateway.console.policies import layer_names, prompt_sources, variant_view
 from gateway.console.stats import StatsRing
+from gateway.console.workbench import diff_view, history_view
 from gateway.errors import PrefitError
 from gateway.serving.auth import is_local
 from gateway.serving.http import read_body
@@ -94,6 +95,8 @@ class Console:
             Route("/console/policies/{name}", g(self.policy_page), methods=["GET"]),
             Route("/console/playground", g(self.playground_page), methods=["GET"]),
             Route("/console/evals", g(self.evals_page), methods=["GET"]),
+            Route("/console/evals/diff", g(self.eval_diff_page), methods=["GET"]),
+            Route("/console/evals/history/{policy}", g(self.eval_history_page), methods=["GET"]),
             Route("/console/evals/{name}", g(self.eval_page), methods=["GET"]),
             Route("/console/stats", g(self.stats_page), methods=["GET"]),
             Route("/console/api/render", g(self.api_render, api=True), methods=["POST"]),
@@ -261,6 +264,18 @@ class Console:
             return self._page(request, "message.html", 404, session=session, message="No such eval run.")
         chart = interval_chart(run.chart_rows, run.metrics[0] if run.metrics else "score")
         return self._page(request, "eval_run.html", session=session, run=run, chart=chart)
+
+    async def eval_history_page(self, request: Request, session: Session) -> Response:
+        folder = runs_dir(self.runtime.current.config)
+        view = await anyio.to_thread.run_sync(history_view, folder, request.path_params["policy"])
+        return self._page(request, "eval_history.html", session=session, view=view)
+
+    async def eval_diff_page(self, request: Request, session: Session) -> Response:
+        folder, query = runs_dir(self.runtime.current.config), request.query_params
+        view = await anyio.to_thread.run_sync(diff_view, folder, query.get("a", ""), query.get("b", ""))
+        if isinstance(view, str):
+            return self._page(request, "message.html", 404, session=session, message=view)
+        return self._page(request, "eval_diff.html", session=session, view=view)
 
     async def stats_page(self, request: Request, session: Session) -> Response:
         rows, since, has_cost = self.stats.window(_STATS_WINDOW_MIN)

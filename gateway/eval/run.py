@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gateway.config.files import PolicyFiles
 from gateway.config.load import Config, LoadedPolicy
-from gateway.eval.report import check_gates, compare, render_report, report_json, summarise
+from gateway.eval.analysis import confusion, failure_counts, mark_failures, slices
+from gateway.eval.analysis_view import render_analysis
+from gateway.eval.clusters import cluster_failures
+from gateway.eval.fingerprint import content_hash, dataset_hash
+from gateway.eval.judge import run_judges
+from gateway.eval.report import Summary, check_gates, compare, render_report, report_json, summarise
 from gateway.eval.runner import EvalItem, ItemResult, Runner, in_process_gateway, load_dataset
-from gateway.eval.scoring import build_scorers
+from gateway.eval.scoring import Scorer, build_scorers
+from gateway.retrieval.embedding import Embedder, EmbeddingError, default_cache_dir
 from gateway.retrieval.resources import ResourceHub
+from gateway.runs.store import save_run
 from middleware.base import LayerError
 from middleware.output import OutputLayer
 
-__all__ = ["EvalOptions", "run_eval", "save_run"]
+__all__ = ["EvalOptions", "check_slice_fields", "run_eval"]
 
 _CACHE_DIR = Path(".prefit") / "eval-cache"
 
@@ -41,7 +47,9 @@ class EvalOptions:
     use_cache: bool = True
     concurrency: int | None = None
     cache_dir: Path = _CACHE_DIR
-    save: bool = False
+    save: bool = True
+    #: ``metadata`` fields to slice the scores by (``--by``).
+    by: tuple[str, ...] = ()
 
 
 def _dataset_path(policy: LoadedPolicy, explicit: Path | None, base: Path) -> Path:
@@ -83,7 +91,8 @@ async def run_eval(config: Config, options: EvalOptions, resources: ResourceHub)
     policy = config.policies.get(options.policy)
     if policy is None:
         raise ValueError(f"no policy serves {options.policy!r}")
-    items = load_dataset(_dataset_path(policy, options.dataset, config.base_dir))
+    dataset_path = _dataset_path(policy, options.dataset, config.base_dir)
+    items = load_dataset(dataset_path)
     names = options.variants or [v.name for v in policy.variants]
     unknown = [name for name in names if policy.variant(name) is None]
     if unknown:
@@ -93,16 +102,23 @@ async def run_eval(config: Config, options: EvalOptions, resources: ResourceHub)
     spec = policy.spec.eval
     scorers = build_scorers(spec.metrics if spec else ["exact_match"], _schema(policy))
     metrics = [scorer.name for scorer in scorers]
+    judges = _judge_policies(config, scorers)
     concurrency = options.concurrency or (spec.concurrency if spec else 4)
     console = Console(width=None if sys.stdout.isatty() else 160)
+    for warning in check_slice_fields(items, options.by):
+        console.print(f"[yellow]{warning}[/yellow]")
     results: dict[str, list[ItemResult]] = {name: [] for name in names}
     async with _gateway(config, options, resources) as (url, key):
+        runners = {name: Runner(url, key, judge, [], options.cache_dir, concurrency) for name, judge in judges.items()}
         runner = Runner(url, key, policy, scorers, options.cache_dir, concurrency)
         try:
             await _run_all(runner, items, names, options, results, console)
+            await run_judges(runners, scorers, [r for name in names for r in results[name]], options.use_cache)
         finally:
-            await runner.close()
+            for one in (runner, *runners.values()):
+                await one.close()
     summaries = [summarise(name, results[name], metrics) for name in names]
+    analyses = await _analyse(config, summaries, metrics[0], _schema(policy), list(options.by), console)
     comparisons = []
     if options.baseline is not None:
         base = next(s for s in summaries if s.variant == options.baseline)
@@ -115,14 +131,102 @@ async def run_eval(config: Config, options: EvalOptions, resources: ResourceHub)
     serving = {name for name in names if (variant := policy.variant(name)) is not None and variant.weight > 0}
     failures = check_gates(summaries, spec.gates if spec else {}, serving or None)
     render_report(console, policy.name, summaries, comparisons, metrics, failures)
+    render_analysis(console, analyses)
     dataset = str(options.dataset) if options.dataset else (spec.dataset if spec else "")
     report = report_json(policy.name, dataset, summaries, comparisons, failures)
+    _add_record(report, policy, names, analyses, dataset_path, list(options.by))
+    if options.save:
+        folder = Path(config.settings.eval_runs_dir)
+        saved = save_run(folder if folder.is_absolute() else config.base_dir / folder, report)
+        report = orjson.loads(saved.read_bytes())
+        console.print(f"saved run {report['run_id']} ({saved})")
     if options.json_out is not None:
         options.json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    if options.save:
-        saved = save_run(Path(config.settings.eval_runs_dir), report, config.base_dir)
-        console.print(f"saved {saved}")
     return not failures
+
+
+def check_slice_fields(items: list[EvalItem], fields: tuple[str, ...]) -> list[str]:
+    """Warnings for ``--by`` fields some items lack (counted as ``(none)``). Raises ``ValueError`` if all do."""
+    warnings = []
+    for field in fields:
+        lacking = [item for item in items if item.metadata.get(field) is None]
+        if not lacking:
+            continue
+        where = f"{lacking[0].source}:{','.join(str(i.line) for i in lacking[:10])}"
+        where += ",..." if len(lacking) > 10 else ""
+        if len(lacking) == len(items):
+            raise ValueError(f"--by {field}: no item has metadata field {field!r} (first: {where})")
+        warnings.append(f"{where}: no metadata field {field!r}; {len(lacking)} item(s) counted as (none)")
+    return warnings
+
+
+def _judge_policies(config: Config, scorers: list[Scorer]) -> dict[str, LoadedPolicy]:
+    judges = {}
+    for scorer in scorers:
+        if scorer.judge is not None:
+            found = config.policies.get(scorer.judge.model)
+            if found is None:
+                raise ValueError(f"judge metric: no policy serves {scorer.judge.model!r}")
+            judges[scorer.judge.model] = found
+    return judges
+
+
+def _embedder(config: Config) -> Embedder:
+    spec = config.settings.embedding
+    cache = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
+    return Embedder(cache_dir=cache if cache.is_absolute() else config.base_dir / cache, model_dir=spec.model_dir)
+
+
+async def _analyse(
+    config: Config,
+    summaries: list[Summary],
+    metric: str,
+    schema: dict[str, object] | None,
+    by: list[str],
+    console: Console,
+) -> dict[str, dict[str, object]]:
+    """Per variant: failure kinds (also marked on each item), slices, confusion and clusters."""
+    embedder: Embedder | None = None
+    out: dict[str, dict[str, object]] = {}
+    for summary in summaries:
+        results = summary.results
+        mark_failures(results, metric, schema)
+        failing = [r for r in results if r.failure is not None]
+        clusters: list[dict[str, object]] = []
+        if len(failing) > 1:
+            embedder = embedder or _embedder(config)
+            try:
+                clusters = await cluster_failures(failing, embedder)
+            except EmbeddingError as exc:
+                console.print(f"[yellow]no clusters: {exc}[/yellow]")
+        out[summary.variant] = {
+            "slices": slices(results, by, metric),
+            "confusion": confusion(results),
+            "failures": failure_counts(results),
+            "clusters": clusters,
+        }
+    return out
+
+
+def _add_record(
+    report: dict[str, object],
+    policy: LoadedPolicy,
+    names: list[str],
+    analyses: dict[str, dict[str, object]],
+    dataset: Path,
+    by: list[str],
+) -> None:
+    """What a stored run needs beyond the scores: fingerprints, and the analysis per variant."""
+    report["dataset_hash"] = dataset_hash(dataset)
+    report["by"] = by
+    variants = report["variants"]
+    assert isinstance(variants, dict)
+    for name in names:
+        variant = policy.variant(name)
+        assert variant is not None
+        variants[name]["prompt_version"] = variant.prompt_version
+        variants[name]["content_hash"] = content_hash(policy, variant, dataset)
+        variants[name].update(analyses[name])
 
 
 async def _run_all(
@@ -146,13 +250,3 @@ async def _run_all(
         await asyncio.gather(*(one(name, repeat, item) for name, repeat, item in jobs))
     for name in names:
         results[name].sort(key=lambda r: (r.repeat, r.item.id))
-
-
-def save_run(folder: Path, report: dict[str, object], base_dir: Path) -> Path:
-    """Store a run where the console finds it: ``<eval_runs_dir>/<policy>-<UTC time>.json``."""
-    folder = folder if folder.is_absolute() else base_dir / folder
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = folder / f"{report['policy']}-{stamp}.json"
-    path.write_bytes(orjson.dumps({**report, "saved_at": time.time()}, option=orjson.OPT_INDENT_2))
-    return path

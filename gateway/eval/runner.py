@@ -40,6 +40,15 @@ class EvalItem:
     input: str | list[dict[str, Any]]
     expected: Any
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Where the record came from, so a message about it can name the file and line.
+    source: str = ""
+    line: int = 0
+
+    def text(self) -> str:
+        """The input as one string: a message list joins its turns' contents."""
+        if isinstance(self.input, str):
+            return self.input
+        return "\n".join(str(m.get("content", "")) for m in self.input if isinstance(m, dict))
 
     def messages(self) -> list[dict[str, Any]]:
         if isinstance(self.input, str):
@@ -62,6 +71,10 @@ class ItemResult:
     completion_tokens: int = 0
     error: str | None = None
     cached: bool = False
+    #: For a judge scorer: the judge's number and raw answer.
+    judge: dict[str, Any] | None = None
+    #: ``format``, ``content`` or ``error`` for an item that failed (set by the analysis); None if it passed.
+    failure: str | None = None
     cost_usd: float | None = None
     #: When the item finished (monotonic), so a report can name the first error that happened.
     finished_at: float = 0.0
@@ -82,6 +95,9 @@ class ItemResult:
             "cost_usd": self.cost_usd,
             "error": self.error,
             "cached": self.cached,
+            "metadata": self.item.metadata,
+            "failure": self.failure,
+            "judge": self.judge,
         }
 
 
@@ -97,9 +113,11 @@ def load_dataset(path: Path) -> list[EvalItem]:
             raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
         if not isinstance(record, dict) or "input" not in record or "expected" not in record:
             raise ValueError(f"{path}:{number}: a record needs `input` and `expected`")
-        items.append(
-            EvalItem(str(record.get("id", number)), record["input"], record["expected"], record.get("metadata") or {})
-        )
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{path}:{number}: `metadata` must be an object")
+        ident = str(record.get("id", number))
+        items.append(EvalItem(ident, record["input"], record["expected"], metadata, str(path), number))
     if not items:
         raise ValueError(f"{path}: no records")
     return items

@@ -3,7 +3,8 @@
 A policy names them in ``eval.metrics``: ``exact_match`` (normalised), ``contains``, ``regex``
 (the expected value is the pattern) or ``{regex: pattern}``, ``json_valid`` (against the policy's
 output schema when it has one), ``{json_field: path}`` and ``{python: "module:function"}``, a
-user scorer called as ``function(output, expected, item)``.
+user scorer called as ``function(output, expected, item)``, and ``{judge: {model: POLICY, pass: ">=4"}}``,
+a policy that grades each answer (``gateway.eval.judge``; scored after the calls, not here).
 """
 
 from __future__ import annotations
@@ -17,15 +18,52 @@ from typing import Any
 import jsonschema
 import orjson
 
-__all__ = ["Scorer", "build_scorers", "normalise"]
+__all__ = ["JudgeSpec", "Scorer", "build_scorers", "normalise"]
 
 ScoreFn = Callable[[str, Any, dict[str, Any]], float]
+
+
+_PASS = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9]*\.?[0-9]+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSpec:
+    """A judge scorer: the grading policy and the test its number must pass."""
+
+    model: str
+    op: str
+    threshold: float
+
+    def passes(self, value: float) -> bool:
+        return {
+            ">=": value >= self.threshold,
+            "<=": value <= self.threshold,
+            ">": value > self.threshold,
+            "<": value < self.threshold,
+            "==": value == self.threshold,
+        }[self.op]
 
 
 @dataclass(frozen=True, slots=True)
 class Scorer:
     name: str
     score: ScoreFn
+    #: Set for a judge scorer, whose score comes from another call after the item's own.
+    judge: JudgeSpec | None = None
+
+
+def _pending(output: str, expected: Any, item: dict[str, Any]) -> float:
+    return 0.0
+
+
+def _judge(arg: Any) -> Scorer:
+    if not isinstance(arg, dict) or not isinstance(arg.get("model"), str) or set(arg) - {"model", "pass"}:
+        raise ValueError("a judge metric is {judge: {model: POLICY, pass: '>=4'}}")
+    match = _PASS.match(str(arg.get("pass", ">=4")))
+    if match is None:
+        raise ValueError(f"judge pass must look like '>=4', got {arg.get('pass')!r}")
+    spec = JudgeSpec(arg["model"], match.group(1), float(match.group(2)))
+    return Scorer(f"judge:{spec.model}", _pending, spec)
 
 
 def normalise(text: Any) -> str:
@@ -130,6 +168,8 @@ def build_scorers(specs: list[str | dict[str, Any]], schema: dict[str, Any] | No
             scorers.append(Scorer("regex", _regex(str(arg))))
         elif kind == "json_field":
             scorers.append(Scorer(f"json_field:{arg}", _json_field(str(arg))))
+        elif kind == "judge":
+            scorers.append(_judge(arg))
         elif kind == "python":
             scorers.append(Scorer(f"python:{arg}", _python(str(arg))))
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import httpx
 import openai
 import orjson
 import pytest
+import yaml
 
 from tests.conftest import GatewayProcess, free_port
 
@@ -184,6 +186,7 @@ def test_demo_few_shot_beats_zero_shot(llama_url: str, tmp_path: Path) -> None:
             "--baseline",
             "zero-shot",
             "--no-cache",
+            "--no-save",  # stored runs would land in the repository's demo folder
             "--json",
             str(report),
         ],
@@ -250,3 +253,47 @@ def test_make_local_answers_with_no_api_key() -> None:
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", llama_port), timeout=2):
         pass  # the model server was stopped with the gateway
     assert "Aborted!" not in "".join(lines)
+
+
+def _demo_iteration(workdir: Path, version: str, examples: bool) -> None:
+    """The demo policy as one iteration of the loop: one variant, with or without its six examples."""
+    spec = yaml.safe_load((DEMO / "policies" / "ticket-router.yaml").read_text())
+    spec.pop("variants")
+    spec["prompt"]["version"] = version
+    if not examples:
+        spec.pop("few_shot")
+    (workdir / "policies" / "ticket-router.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def test_demo_iterations_are_stored_and_history_shows_the_jump(llama_url: str, tmp_path: Path) -> None:
+    shutil.copytree(DEMO, tmp_path / "demo", ignore=shutil.ignore_patterns(".prefit"))
+    workdir = tmp_path / "demo"
+    env = {**os.environ, "PREFIT_DEMO_URL": llama_url, "COLUMNS": "160"}
+
+    def prefit(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args], cwd=workdir, capture_output=True, text=True, timeout=900, env=env
+        )
+        print(f"$ prefit {' '.join(args)}\n{done.stdout}{done.stderr}")  # the README session is this output
+        return done
+
+    _demo_iteration(workdir, "v1", examples=False)
+    first = prefit("eval", "ticket-router", "--by", "cue", "--no-cache", "--json", "v1.json")
+    assert first.returncode == 1, "zero-shot misses the policy's gate"
+    _demo_iteration(workdir, "v2", examples=True)
+    second = prefit("eval", "ticket-router", "--by", "cue", "--no-cache", "--json", "v2.json")
+    assert second.returncode == 0, second.stdout + second.stderr
+    shown = prefit("history", "ticket-router", "--json", "history.json")
+    assert shown.returncode == 0
+    old, new = orjson.loads((workdir / "history.json").read_bytes())["runs"]
+    assert (old["prompt_version"], new["prompt_version"]) == ("v1", "v2")
+    assert old["score"] <= 0.1 < 0.4 <= new["score"], (old["score"], new["score"])
+    assert new["p_value"] < 0.05 and new["significant"], new
+    report = orjson.loads((workdir / "v2.json").read_bytes())["variants"]["default"]
+    assert set(report["slices"]["cue"]) == {"shared", "new"}
+    matrix = report["confusion"]
+    assert set(matrix) == {"KESTREL", "OTTER", "LYNX"}
+    assert sum(sum(row.values()) for row in matrix.values()) == 20
+    wrong = sum(n for label, row in matrix.items() for output, n in row.items() if output != label)
+    assert wrong == report["failures"]["format"] + report["failures"]["content"] + report["failures"]["error"]
+    assert prefit("diff", old["run_id"], new["run_id"]).returncode == 0

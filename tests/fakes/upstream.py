@@ -22,6 +22,8 @@ Behaviour is chosen by the requested model name so one server serves every test:
 - ``fake-tool``: a call of the first offered tool with ``{"city": "Paris"}`` (whole or streamed), or,
   once the last message is a tool result, ``tool said: <result>``; ``/v1/responses`` in
   ``tests/fakes/responses.py``
+- ``fake-judge``: a grader for eval judge tests: ``5`` when the ``Output:`` of the last user message
+  equals its ``Expected:``, else ``2``; ``fake-judge-words``: always ``Looks fine to me.``
 - ``fake-no-usage``: the echo, but as llama.cpp's server answers: no ``usage`` in a whole answer,
   and ``stream_options.include_usage`` ignored in a stream
 """
@@ -243,6 +245,8 @@ class FakeUpstream:
             return self._tool_call(body)
         if model == "fake-label":
             return _json(_completion(model, _copied_label(body.get("messages", []))))
+        if model in ("fake-judge", "fake-judge-words"):
+            return _json(_completion(model, _grade(model, _last_user_text(body.get("messages", [])))))
         if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):
             return _json(_completion(model, _scripted_text(model, body)))
         return None
@@ -409,6 +413,13 @@ def _copied_label(messages: list[dict[str, Any]]) -> str:
         if message.get("role") == "assistant" and isinstance(message.get("content"), str):
             return str(message["content"])
     return "unknown"
+
+
+def _grade(model: str, text: str) -> str:
+    if model == "fake-judge-words":
+        return "Looks fine to me."
+    expected, _, output = text.partition("Expected:\n")[2].partition("\n\nOutput:\n")
+    return "5" if expected.strip() == output.strip() else "2"
 
 
 def _scripted_text(model: str, body: dict[str, Any]) -> str:
