@@ -45,6 +45,7 @@ __all__ = [
     "PermissionDenied",
     "PrefitError",
     "RateLimited",
+    "RouteUnmatched",
     "ServiceUnavailable",
     "StepFailed",
     "Unauthenticated",
@@ -127,6 +128,15 @@ class OutputInvalid(PrefitError):
     status = 502
     type = "output_error"
     code = "output_invalid"
+
+
+class RouteUnmatched(OutputInvalid):
+    """A routing step's value has no case and the route no default.
+
+    502, not 4xx: the value is normally an earlier step's model answer, so it is an answer the
+    gateway could not use (like ``output_invalid``), not a mistake in the client's request."""
+
+    code = "route_unmatched"
 
 
 class NotFound(PrefitError):

@@ -24,10 +24,11 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.files import PolicyFiles
 from gateway.config.variants import VariantTable
 from gateway.config.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
-from gateway.engine.chain import Chain, build_inline_steps
+from gateway.engine.chain import Chain
+from gateway.engine.chain_build import build_inline_steps
 from gateway.engine.pipeline import LAYER_TYPES, Pipeline
 from gateway.errors import ConfigError, ConfigIssue, InvalidRequest, unknown_key
-from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
+from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec, StepSpec
 from gateway.retrieval.resources import ResourceHub
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
 from middleware.base import BuildContext, Layer, LayerError, Resources
@@ -235,7 +236,7 @@ def _check_chains(policies: dict[str, LoadedPolicy], located: Mapping[str, Locat
 
     def calls(name: str) -> set[str]:
         policy = policies.get(name)
-        return {step.model for step in policy.spec.steps if step.model} if policy else set()
+        return {model for step in policy.spec.steps for _, model in _step_models(step)} if policy else set()
 
     def depth(name: str, trail: tuple[str, ...]) -> int:
         if name in trail:
@@ -248,16 +249,25 @@ def _check_chains(policies: dict[str, LoadedPolicy], located: Mapping[str, Locat
         if not steps:
             continue
         for index, step in enumerate(steps):
-            if step.model is not None and step.model not in policies:
-                issues.append(where.issue(("steps", index, "model"), f"step model {step.model!r} is not a policy"))
+            for field, model in _step_models(step):
+                if model not in policies:
+                    issues.append(where.issue(("steps", index, *field), f"step model {model!r} is not a policy"))
         try:
             levels = depth(name, ())
         except _Cycle as cycle:
-            index = next(i for i, step in enumerate(steps) if step.model == cycle.path[1])
+            index = next(i for i, step in enumerate(steps) if cycle.path[1] in {m for _, m in _step_models(step)})
             issues.append(where.issue(("steps", index), f"chain cycle: {' -> '.join(cycle.path)}"))
             continue
         if levels > MAX_CHAIN_DEPTH:
             issues.append(where.issue(("steps",), f"chains nest {levels} deep; at most {MAX_CHAIN_DEPTH}", key=True))
+
+
+def _step_models(step: StepSpec) -> list[tuple[tuple[str, ...], str]]:
+    """The policies a step may call, each with the field that names it (a route names several)."""
+    if step.route is not None:
+        found = [(("route", "cases", value), model) for value, model in step.route.cases.items()]
+        return found + ([(("route", "default"), step.route.default)] if step.route.default else [])
+    return [(("model",), step.model)] if step.model is not None else []
 
 
 class _Cycle(Exception):

@@ -13,18 +13,22 @@ from typing import Any
 
 from starlette.requests import Request
 
-from gateway.engine.chain import ChainStep
+from gateway.engine.chain import ChainStep, StepOutput
 from gateway.engine.dispatch import Dispatch
 from gateway.engine.record import Exchange
 from gateway.engine.resilience import Target
 from gateway.serving.http import prefit_headers
-from gateway.serving.resolve import Route, step_target, sticky_value
+from gateway.errors import PermissionDenied
+from gateway.serving.resolve import Route, step_target, sticky_value, trusted
 from gateway.serving.runtime import Runtime, Snapshot
 from gateway.wire import ChatRequest
 from middleware.base import Call, close_stream
 
-__all__ = ["Answering", "answer", "dispatch_for", "new_call", "note_call", "note_store", "reply_headers", "run_chain"]
+__all__ = ["STEPS_HEADER", "Answering", "answer", "dispatch_for", "new_call", "note_call", "note_store", "reply_headers", "run_chain"]
 
+
+#: A trusted caller sending ``x-prefit-steps: include`` gets every step's output in ``prefit_steps``.
+STEPS_HEADER = "x-prefit-steps"
 
 #: A rough, tokenizer-free estimate for ``prefit_tokens_total{kind="injected"}``.
 _CHARS_PER_TOKEN = 4
@@ -137,12 +141,31 @@ async def run_chain(
     def observe(step: str, seconds: float) -> None:
         ctx.runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
 
-    result = await chain.run(body, stream, run_step, observe)
+    outputs: dict[str, StepOutput] = {}
+    show_steps = _shows_steps(ctx)
+    result = await chain.run(body, stream, run_step, observe, outputs)
     if isinstance(result, dict):
         if result.get("usage"):
             result["usage"] = _chain_usage(ctx.exchange)
+        if show_steps:
+            result["prefit_steps"] = {name: _shown_step(out) for name, out in outputs.items()}
         return result
     return _with_chain_usage(result, ctx.exchange)
+
+
+def _shows_steps(ctx: Answering) -> bool:
+    if ctx.request.headers.get(STEPS_HEADER) != "include":
+        return False
+    if not trusted(ctx.request, ctx.snapshot):
+        raise PermissionDenied(f"Seeing chain steps with {STEPS_HEADER} needs an admin key.")
+    return True
+
+
+def _shown_step(out: StepOutput) -> dict[str, Any]:
+    shown: dict[str, Any] = {"output": out.output, "json": out.json}
+    if out.routed is not None:
+        shown["routed"] = out.routed
+    return shown
 
 
 def _chain_usage(exchange: Exchange) -> dict[str, int]:
