@@ -242,6 +242,14 @@ class RouteSpec(_Spec):
         default=None, description="The policy for a value with no case; without it such a value fails the request."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: Any) -> Any:
+        """YAML 1.1 reads a bare ``on`` key as the boolean true (a key ``True``); here it means ``on``."""
+        if isinstance(data, dict) and "on" not in data:
+            return {("on" if key in (True, "True") else key): value for key, value in data.items()}
+        return data
+
 
 class StepSpec(_Spec):
     """One link of a chain: another policy, a routed policy, or an inline prompt, fed by a template."""

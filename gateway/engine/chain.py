@@ -76,13 +76,13 @@ class StepRoute:
     cases: Mapping[str, str]
     default: str | None
 
-    def pick(self, step: str, value: str) -> str:
-        """The policy for ``value``. Raises ``RouteUnmatched`` naming the step and the value."""
+    def pick(self, value: str) -> str:
+        """The policy for ``value``. Raises ``RouteUnmatched`` showing the value and the cases."""
         chosen = self.cases.get(value, self.default)
         if chosen is None:
             known = ", ".join(repr(case) for case in self.cases)
             raise RouteUnmatched(
-                f"step '{step}': route value {value[:_SHOWN_CHARS]!r} matches no case ({known}) and there is no default"
+                f"route value {value[:_SHOWN_CHARS]!r} matches no case ({known}) and there is no default"
             )
         return chosen
 
@@ -99,6 +99,7 @@ class ChainStep:
     concurrency: int = 4
     route: StepRoute | None = None
     needs: frozenset[str] = frozenset()
+    for_each_source: str = ""
 
 
 #: Runs one step: (step, body, stream) -> a whole reply, or chunks when ``stream``.
@@ -264,7 +265,7 @@ class Chain:
             return await self._run_each(step, original, runner, outputs)
         routed = None
         if step.route is not None:
-            routed = step.route.pick(step.name, self.route_value(step, original, outputs))
+            routed = step.route.pick(self.route_value(step, original, outputs))
             step = dataclasses.replace(step, model=routed, route=None)
         result = await runner(step, self.step_body(step, original, outputs), False)
         assert isinstance(result, dict)
@@ -277,7 +278,7 @@ class Chain:
         """One call per element, at most ``concurrency`` at once; results keep the elements' order."""
         elements = self.elements(step, original, outputs)
         if not isinstance(elements, list):
-            raise OutputInvalid(f"step '{step.name}': for_each needs a list, got {_shown(elements)}")
+            raise OutputInvalid(f"for_each needs a list, got {_shown(elements)}")
         limit = asyncio.Semaphore(step.concurrency)
 
         async def one(index: int, element: Any) -> str:
@@ -299,7 +300,7 @@ class Chain:
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         routed = None
         if step.route is not None:
-            routed = step.route.pick(step.name, self.route_value(step, original, outputs))
+            routed = step.route.pick(self.route_value(step, original, outputs))
             step = dataclasses.replace(step, model=routed, route=None)
         body = self.step_body(step, original, outputs)
         if stream:

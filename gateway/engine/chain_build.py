@@ -64,6 +64,7 @@ def _step(spec: Any, index: int, last: bool, pipeline: Pipeline | None) -> Chain
         concurrency=spec.concurrency,
         route=route,
         needs=needs,
+        for_each_source=spec.for_each.strip() if spec.for_each is not None else "",
     )
 
 
