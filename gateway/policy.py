@@ -231,8 +231,7 @@ class RouteSpec(_Spec):
     """A step whose policy is chosen per request: the value of ``on`` picks one of ``cases``."""
 
     on: str = Field(
-        description="A Jinja2 template over `input` and `steps`; its rendered text (trimmed) is looked up in "
-        "`cases`.",
+        description="A Jinja2 template over `input` and `steps`; its rendered text (trimmed) is looked up in `cases`.",
         examples=["{{ steps.classify.output }}"],
     )
     cases: dict[str, str] = Field(

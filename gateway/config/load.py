@@ -249,9 +249,9 @@ def _check_chains(policies: dict[str, LoadedPolicy], located: Mapping[str, Locat
         if not steps:
             continue
         for index, step in enumerate(steps):
-            for field, model in _step_models(step):
+            for names, model in _step_models(step):
                 if model not in policies:
-                    issues.append(where.issue(("steps", index, *field), f"step model {model!r} is not a policy"))
+                    issues.append(where.issue(("steps", index, *names), f"step model {model!r} is not a policy"))
         try:
             levels = depth(name, ())
         except _Cycle as cycle:

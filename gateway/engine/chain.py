@@ -39,7 +39,6 @@ __all__ = [
 _SHOWN_CHARS = 200
 
 
-
 @dataclass(frozen=True, slots=True)
 class StepOutput:
     """What later steps see of an earlier one: ``output`` text, ``json`` if it parses, and the
@@ -154,7 +153,11 @@ class Chain:
         return {k: v[:512] if isinstance(v, str) else "" for k in self.metadata_keys for v in [given.get(k)]}
 
     def _context(self, original: ChatRequest, outputs: Mapping[str, StepOutput], item: Any) -> dict[str, Any]:
-        context = {"input": last_user_text(original.messages), "steps": dict(outputs), "metadata": self._metadata(original)}
+        context = {
+            "input": last_user_text(original.messages),
+            "steps": dict(outputs),
+            "metadata": self._metadata(original),
+        }
         if item is not None:
             context["item"] = item
         return context

@@ -76,7 +76,12 @@ def build_inline_steps(
     if not specs:
         raise LayerError(("steps",), "a chain needs at least one step")
     steps = tuple(
-        _step(spec, index, index == len(specs) - 1, inline_pipeline(index, spec.system) if spec.system is not None else None)
+        _step(
+            spec,
+            index,
+            index == len(specs) - 1,
+            inline_pipeline(index, spec.system) if spec.system is not None else None,
+        )
         for index, spec in enumerate(specs)
     )
     issues = dependency_issues({step.name: step.needs for step in steps}, [step.name for step in steps])

@@ -28,7 +28,9 @@ from pydantic import SecretStr
 
 from gateway.config.load import Config, LoadedPolicy
 from gateway.eval.scoring import Scorer
+from gateway.eval.steps import score_steps
 from gateway.server import create_app
+from gateway.serving.answer import STEPS_HEADER
 
 __all__ = ["EvalItem", "ItemResult", "Runner", "in_process_gateway", "load_dataset"]
 
@@ -39,6 +41,8 @@ class EvalItem:
     input: str | list[dict[str, Any]]
     expected: Any
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Step name -> what that chain step should say (scored beside the answer).
+    expected_steps: dict[str, Any] = field(default_factory=dict)
 
     def messages(self) -> list[dict[str, Any]]:
         if isinstance(self.input, str):
@@ -64,6 +68,10 @@ class ItemResult:
     cost_usd: float | None = None
     #: When the item finished (monotonic), so a report can name the first error that happened.
     finished_at: float = 0.0
+    #: A chain's every step: name -> {output, json, routed?}.
+    steps: dict[str, Any] = field(default_factory=dict)
+    #: Step name -> metric -> score, for the steps the item expects something of.
+    step_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +89,9 @@ class ItemResult:
             "cost_usd": self.cost_usd,
             "error": self.error,
             "cached": self.cached,
+            "steps": self.steps,
+            "expected_steps": self.item.expected_steps,
+            "step_scores": self.step_scores,
         }
 
 
@@ -96,9 +107,11 @@ def load_dataset(path: Path) -> list[EvalItem]:
             raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
         if not isinstance(record, dict) or "input" not in record or "expected" not in record:
             raise ValueError(f"{path}:{number}: a record needs `input` and `expected`")
-        items.append(
-            EvalItem(str(record.get("id", number)), record["input"], record["expected"], record.get("metadata") or {})
-        )
+        expected_steps = record.get("expected_steps") or {}
+        if not isinstance(expected_steps, dict):
+            raise ValueError(f"{path}:{number}: `expected_steps` must map step names to expected outputs")
+        item_id, metadata = str(record.get("id", number)), record.get("metadata") or {}
+        items.append(EvalItem(item_id, record["input"], record["expected"], metadata, expected_steps))
     if not items:
         raise ValueError(f"{path}: no records")
     return items
@@ -195,6 +208,8 @@ class Runner:
             result.scores = {s.name: _safe_score(s, result.output, item) for s in self.scorers}
         else:
             result.scores = {s.name: 0.0 for s in self.scorers}
+        context = {"id": item.id, "metadata": item.metadata}
+        result.step_scores = score_steps(self.scorers, item.expected_steps, result.steps, context)
         return result
 
     async def _call(self, result: ItemResult, use_cache: bool) -> None:
@@ -205,7 +220,8 @@ class Runner:
             result.cached = True
             return
         started = time.perf_counter()
-        reply = await self._post("/v1/chat/completions", body, result.variant, **{"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store", **({STEPS_HEADER: "include"} if self.policy.spec.steps else {})}
+        reply = await self._post("/v1/chat/completions", body, result.variant, **headers)
         result.latency_s = time.perf_counter() - started
         data = reply.json()
         if reply.status_code >= 400:
@@ -219,6 +235,8 @@ class Runner:
             usage = data.get("usage") or {}
             result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             result.completion_tokens = int(usage.get("completion_tokens") or 0)
+            steps = data.get("prefit_steps")
+            result.steps = steps if isinstance(steps, dict) else {}
         if path is not None and result.error is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(
@@ -229,6 +247,7 @@ class Runner:
                         "prompt_tokens": result.prompt_tokens,
                         "completion_tokens": result.completion_tokens,
                         "cost_usd": result.cost_usd,
+                        "steps": result.steps,
                     }
                 )
             )
@@ -240,6 +259,7 @@ def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
     result.prompt_tokens = stored["prompt_tokens"]
     result.completion_tokens = stored["completion_tokens"]
     result.cost_usd = stored.get("cost_usd")
+    result.steps = stored.get("steps") or {}
 
 
 def _safe_score(scorer: Scorer, output: str, item: EvalItem) -> float:

@@ -17,14 +17,24 @@ from gateway.engine.chain import ChainStep, StepOutput
 from gateway.engine.dispatch import Dispatch
 from gateway.engine.record import Exchange
 from gateway.engine.resilience import Target
-from gateway.serving.http import prefit_headers
 from gateway.errors import PermissionDenied
+from gateway.serving.http import prefit_headers
 from gateway.serving.resolve import Route, step_target, sticky_value, trusted
 from gateway.serving.runtime import Runtime, Snapshot
 from gateway.wire import ChatRequest
 from middleware.base import Call, close_stream
 
-__all__ = ["STEPS_HEADER", "Answering", "answer", "dispatch_for", "new_call", "note_call", "note_store", "reply_headers", "run_chain"]
+__all__ = [
+    "STEPS_HEADER",
+    "Answering",
+    "answer",
+    "dispatch_for",
+    "new_call",
+    "note_call",
+    "note_store",
+    "reply_headers",
+    "run_chain",
+]
 
 
 #: A trusted caller sending ``x-prefit-steps: include`` gets every step's output in ``prefit_steps``.

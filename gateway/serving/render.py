@@ -110,7 +110,9 @@ async def _render_route(
     """A routing step: its value (a placeholder while earlier outputs are unknown) and what each case would send."""
     assert step.route is not None
     route = step.route
-    cases = {value: await one(dataclasses.replace(step, model=model, route=None)) for value, model in route.cases.items()}
+    cases = {
+        value: await one(dataclasses.replace(step, model=model, route=None)) for value, model in route.cases.items()
+    }
     default = await one(dataclasses.replace(step, model=route.default, route=None)) if route.default else None
     shown = default if default is not None else next(iter(cases.values()))
     return {

@@ -222,7 +222,8 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "  - {name: e, model: o, for_each: '{{ steps.k.json }}', input: '{{ item }}'}\n",
         },
         [
-            "policies/p.yaml:3:35: steps[1].for_each: this step cannot run for_each: the last step's answer is the chain's",
+            "policies/p.yaml:3:35: steps[1].for_each: this step cannot run for_each: "
+            "the last step's answer is the chain's",
         ],
     ),
     "for_each that is not one expression": (
@@ -232,7 +233,8 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "  - {name: e, model: o, for_each: 'x {{ steps.k.json }}', input: '{{ item }}'}\n  - {name: z, model: o}\n",
         },
         [
-            "policies/p.yaml:3:35: steps[1].for_each: for_each must be one expression, like {{ steps.extract.json.entities }}",
+            "policies/p.yaml:3:35: steps[1].for_each: for_each must be one expression, "
+            "like {{ steps.extract.json.entities }}",
         ],
     ),
     "step input template error": (
