@@ -53,7 +53,10 @@ def test_eval_scores_each_expected_step(tmp_path: Path, roles: RoleUpstream) -> 
             "policies/sentiment.yaml": """
             steps:
               - {name: extract, model: extract}
-              - {name: classify, model: classify, for_each: "{{ steps.extract.json.entities }}", input: "{{ item }}: {{ input }}"}
+              - name: classify
+                model: classify
+                for_each: "{{ steps.extract.json.entities }}"
+                input: "{{ item }}: {{ input }}"
               - {name: summary, model: summarise, input: "{{ steps.classify.output }}"}
             eval: {dataset: file:evals/s.jsonl, metrics: [exact_match]}
             """,
