@@ -7,7 +7,7 @@ reported into the request's metrics."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +15,14 @@ from starlette.requests import Request
 
 from gateway.engine.chain import ChainStep, StepOutput
 from gateway.engine.dispatch import Dispatch
+from gateway.engine.pipeline import OpenStream, SendWhole
 from gateway.engine.record import Exchange
 from gateway.engine.resilience import Target
 from gateway.errors import PermissionDenied
 from gateway.serving.http import prefit_headers
 from gateway.serving.resolve import Route, step_target, sticky_value, trusted
 from gateway.serving.runtime import Runtime, Snapshot
+from gateway.serving.spans import step_attributes, traced_upstream
 from gateway.wire import ChatRequest
 from middleware.base import Call, close_stream
 
@@ -54,8 +56,20 @@ def new_call(route: Route, chat: ChatRequest, exchange: Exchange, runtime: Runti
         prompt_version=variant.prompt_version if variant is not None else exchange.prompt_version,
         upstream=route.upstream.name,
         stream=bool(chat.stream),
-        observe_stage=runtime.metrics.observe_stage,
+        observe_stage=_stage_observer(runtime),
     )
+
+
+def _stage_observer(runtime: Runtime) -> Callable[[str, float], None]:
+    tracing, observe = runtime.tracing, runtime.metrics.observe_stage
+    if tracing is None:
+        return observe
+
+    def observe_and_trace(stage: str, seconds: float) -> None:
+        observe(stage, seconds)
+        tracing.stage(stage, seconds)
+
+    return observe_and_trace
 
 
 def note_call(call: Call, exchange: Exchange, runtime: Runtime) -> None:
@@ -122,10 +136,16 @@ async def answer(
     call = new_call(route, body, ctx.exchange, ctx.runtime)
     call.stream = stream
     dispatch = dispatch_for(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions")
+    send: SendWhole = dispatch.send
+    open_stream: OpenStream = dispatch.open_stream
+    if ctx.runtime.tracing is not None:
+        upstream = ctx.snapshot.config.settings.upstreams.get(route.upstream.name)
+        provider = upstream.kind if upstream is not None else "openai"
+        send, open_stream = traced_upstream(ctx.runtime.tracing, route, provider, send, open_stream)
     try:
         if stream:
-            return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
-        return await route.pipeline.complete(call, dispatch.send)
+            return await route.pipeline.stream(call, open_stream, send)
+        return await route.pipeline.complete(call, send)
     finally:
         note_call(call, ctx.exchange, ctx.runtime)
         ctx.response_headers.update(call.response_headers)
@@ -146,7 +166,12 @@ async def run_chain(
         target = step_target(step, policy, variant, policies, sticky)
         upstream = route.upstream if step.model is None else upstreams[target.upstream]
         step_route = Route(target.policy, target.variant, upstream, target.pipeline, target.chain)
-        return await answer(ctx, step_route, step_body, streaming)
+        if ctx.runtime.tracing is None:
+            return await answer(ctx, step_route, step_body, streaming)
+        attributes = step_attributes(policy.name, step.name, target.policy.name, target.variant)
+        return await ctx.runtime.tracing.around(
+            f"step {step.name}", attributes, lambda: answer(ctx, step_route, step_body, streaming)
+        )
 
     def observe(step: str, seconds: float) -> None:
         ctx.runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
