@@ -440,5 +440,6 @@ VARIANT_OVERRIDABLE = frozenset(
         "description",
         "cache",
         "fallbacks",
+        "steps",
     }
 )

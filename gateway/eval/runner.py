@@ -208,8 +208,10 @@ class Runner:
             result.scores = {s.name: _safe_score(s, result.output, item) for s in self.scorers}
         else:
             result.scores = {s.name: 0.0 for s in self.scorers}
-        context = {"id": item.id, "metadata": item.metadata}
-        result.step_scores = score_steps(self.scorers, item.expected_steps, result.steps, context)
+        chained = self.policy.variant(variant)
+        if chained is not None and chained.chain is not None:  # a variant without steps has none to score
+            context = {"id": item.id, "metadata": item.metadata}
+            result.step_scores = score_steps(self.scorers, item.expected_steps, result.steps, context)
         return result
 
     async def _call(self, result: ItemResult, use_cache: bool) -> None:
@@ -220,7 +222,9 @@ class Runner:
             result.cached = True
             return
         started = time.perf_counter()
-        headers = {"Cache-Control": "no-store", **({STEPS_HEADER: "include"} if self.policy.spec.steps else {})}
+        headers = {"Cache-Control": "no-store"}
+        if any(v.chain for v in self.policy.variants):
+            headers[STEPS_HEADER] = "include"
         reply = await self._post("/v1/chat/completions", body, result.variant, **headers)
         result.latency_s = time.perf_counter() - started
         data = reply.json()

@@ -206,6 +206,16 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "policies/p.yaml:3:5: steps[1]: chain cycle: p -> p",
         ],
     ),
+    "variant steps to a missing policy": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "upstream_model: m\nvariants:\n  - {name: a, weight: 1}\n"
+            "  - {name: b, weight: 1, steps: [{name: s, model: ghost}]}\n",
+        },
+        [
+            "policies/p.yaml:4:51: variants[1].steps[0].model: step model 'ghost' is not a policy",
+        ],
+    ),
     "item outside for_each": (
         {
             "policies/o.yaml": "upstream_model: m\n",

@@ -59,6 +59,9 @@ def test_eval_scores_each_expected_step(tmp_path: Path, roles: RoleUpstream) -> 
                 input: "{{ item }}: {{ input }}"
               - {name: summary, model: summarise, input: "{{ steps.classify.output }}"}
             eval: {dataset: file:evals/s.jsonl, metrics: [exact_match]}
+            variants:
+              - {name: chain, weight: 50}
+              - {name: one-prompt, weight: 50, steps: [], upstream_model: m, prompt: {system: Summarise it all.}}
             """,
             "policies/evals/s.jsonl": "\n".join(orjson.dumps(item).decode() for item in ITEMS),
         },
@@ -74,7 +77,9 @@ def test_eval_scores_each_expected_step(tmp_path: Path, roles: RoleUpstream) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "step classify" in done.stdout and "step extract" in done.stdout and "0.833" in done.stdout
     report = orjson.loads((tmp_path / "report.json").read_bytes())
-    (variant,) = report["variants"].values()
+    variant, single = report["variants"]["chain"], report["variants"]["one-prompt"]
+    assert single["step_scores"] == {} and single["items"][0]["steps"] == {}  # nothing to score, not a 0
+    assert single["scores"]["exact_match"] == 0.0  # "summary: <the text>", never the chain's answer
     assert variant["step_scores"] == {
         "extract": {"exact_match": 1.0},
         "classify": {"exact_match": pytest.approx((1 + 0.5 + 1) / 3)},
