@@ -1,6 +1,8 @@
 """Scoring a chain's steps, not only its answer: where a decomposition fails is what makes it
 correctable. An item's ``expected_steps`` maps a step name to what that step should say; a
-``for_each`` step's list of results is scored element by element against a list."""
+``for_each`` step's list of results is scored element by element against a list, and a step
+whose JSON is an object holding one list (``{"entities": [...]}``) is scored on that list as a
+set: each expected element against its best match, over the larger of the two lengths."""
 
 from __future__ import annotations
 
@@ -31,7 +33,21 @@ def _score(scorer: Scorer, shown: Any, expected: Any, context: dict[str, Any]) -
             return 1.0 if not results else 0.0
         pairs = zip(results, expected, strict=False)
         return sum(_safe(scorer, _text(got), want, context) for got, want in pairs) / max(len(expected), len(results))
+    held = _one_list(results)
+    if isinstance(expected, list) and held is not None:
+        if not expected or not held:
+            return 1.0 if not expected and not held else 0.0
+        best = [max(_safe(scorer, _text(got), want, context) for got in held) for want in expected]
+        return sum(best) / max(len(expected), len(held))
     return _safe(scorer, str(shown.get("output", "")), expected, context)
+
+
+def _one_list(value: Any) -> list[Any] | None:
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            return lists[0]
+    return None
 
 
 def _text(value: Any) -> str:
