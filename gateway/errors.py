@@ -228,6 +228,14 @@ class StepFailed(PrefitError):
         self.cause = cause
         self.status = cause.status
         self.type = cause.type
+        #: The steps that finished before the failure, shown when the caller asked to see steps.
+        self.steps: dict[str, Any] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        if self.steps is not None:
+            body["prefit_steps"] = self.steps
+        return body
 
 
 class ConfigIssue:

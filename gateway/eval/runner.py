@@ -228,6 +228,8 @@ class Runner:
         reply = await self._post("/v1/chat/completions", body, result.variant, **headers)
         result.latency_s = time.perf_counter() - started
         data = reply.json()
+        steps = data.get("prefit_steps") if isinstance(data, dict) else None
+        result.steps = steps if isinstance(steps, dict) else {}
         if reply.status_code >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             result.error = f"{reply.status_code}: {error.get('message', reply.text[:200])}"
@@ -239,8 +241,6 @@ class Runner:
             usage = data.get("usage") or {}
             result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             result.completion_tokens = int(usage.get("completion_tokens") or 0)
-            steps = data.get("prefit_steps")
-            result.steps = steps if isinstance(steps, dict) else {}
         if path is not None and result.error is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(

@@ -18,7 +18,7 @@ from gateway.engine.dispatch import Dispatch
 from gateway.engine.pipeline import OpenStream, SendWhole
 from gateway.engine.record import Exchange
 from gateway.engine.resilience import Target
-from gateway.errors import PermissionDenied
+from gateway.errors import PermissionDenied, StepFailed
 from gateway.serving.http import prefit_headers
 from gateway.serving.resolve import Route, step_target, sticky_value, trusted
 from gateway.serving.runtime import Runtime, Snapshot
@@ -178,7 +178,12 @@ async def run_chain(
 
     outputs: dict[str, StepOutput] = {}
     show_steps = _shows_steps(ctx)
-    result = await chain.run(body, stream, run_step, observe, outputs)
+    try:
+        result = await chain.run(body, stream, run_step, observe, outputs)
+    except StepFailed as exc:
+        if show_steps:  # where the chain broke is what the caller asked to see
+            exc.steps = {name: _shown_step(out) for name, out in outputs.items()}
+        raise
     if isinstance(result, dict):
         if result.get("usage"):
             result["usage"] = _chain_usage(ctx.exchange)

@@ -113,14 +113,18 @@ def test_an_empty_list_is_a_result(client: openai.OpenAI, role: RoleUpstream) ->
     assert role.received("Summarise") == [""]
 
 
-def test_for_each_over_a_non_list_names_the_step_and_what_it_got(client: openai.OpenAI, role: RoleUpstream) -> None:
-    with pytest.raises(openai.APIStatusError) as caught:
-        _ask(client, "notalist", "Alice is here")
-    assert caught.value.status_code == 502
-    message = caught.value.message
+def test_for_each_over_a_non_list_names_the_step_and_what_it_got(gateway: GatewayProcess, role: RoleUpstream) -> None:
+    body = {"model": "notalist", "messages": [{"role": "user", "content": "Alice is here"}]}
+    reply = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers={"x-prefit-steps": "include"})
+    assert reply.status_code == 502
+    message = reply.json()["error"]["message"]
     assert "step 'classify' failed" in message
     assert 'for_each needs a list, got dict {"entities":["Alice"]}' in message
     assert role.received("Classify") == []
+    # the steps that ran before the failure are shown too: where the chain broke
+    assert reply.json()["prefit_steps"] == {
+        "extract": {"output": '{"entities":["Alice"]}', "json": {"entities": ["Alice"]}}
+    }
 
 
 def test_route_continues_with_the_policy_the_value_picks(client: openai.OpenAI, role: RoleUpstream) -> None:
