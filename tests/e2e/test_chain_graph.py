@@ -161,7 +161,7 @@ def test_independent_steps_run_at_once(client: openai.OpenAI, role: RoleUpstream
     assert reply["choices"][0]["message"]["content"] == "summary: hi + hi again"
 
 
-def test_the_steps_header_needs_a_chain_answer_not_a_stream(client: openai.OpenAI, role: RoleUpstream) -> None:
+def test_steps_are_shown_only_when_asked(client: openai.OpenAI, role: RoleUpstream) -> None:
     reply = client.chat.completions.create(model="triage", messages=[{"role": "user", "content": "hours?"}])
     assert "prefit_steps" not in reply.model_dump()
 
@@ -180,3 +180,21 @@ def test_render_shows_for_each_and_route_with_placeholders(gateway: GatewayProce
     assert route["cases"]["complaint"]["body"]["messages"][0]["content"] == "Summarise the refund request."
     assert route["default"]["policy"] == "answers"
     assert routed["body"] == route["default"]["body"]
+
+
+def test_seeing_steps_needs_an_admin_key_when_there_are_some(start_gateway, roles: RoleUpstream) -> None:  # type: ignore[no-untyped-def]
+    gateway = start_gateway(
+        {
+            "prefit.yaml": f"upstreams:\n  fake: {{base_url: {roles.base_url}}}\ndefault_upstream: fake\n"
+            "admin_keys: [the-admin]\n",
+            "policies/router.yaml": _policy("Route the request."),
+            "policies/triage.yaml": "steps:\n  - {name: kind, model: router}\n  - {name: again, model: router}\n",
+        }
+    )
+    body = {"model": "triage", "messages": [{"role": "user", "content": "hours?"}]}
+    url, headers = gateway.url + "/v1/chat/completions", {"x-prefit-steps": "include"}
+    refused = httpx.post(url, json=body, headers={**headers, "Authorization": "Bearer someone"})
+    assert refused.status_code == 403
+    assert "x-prefit-steps needs an admin key" in refused.json()["error"]["message"]
+    shown = httpx.post(url, json=body, headers={**headers, "Authorization": "Bearer the-admin"})
+    assert shown.json()["prefit_steps"]["kind"]["output"] == "question"
