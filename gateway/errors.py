@@ -45,6 +45,7 @@ __all__ = [
     "PermissionDenied",
     "PrefitError",
     "RateLimited",
+    "RouteUnmatched",
     "ServiceUnavailable",
     "StepFailed",
     "Unauthenticated",
@@ -127,6 +128,15 @@ class OutputInvalid(PrefitError):
     status = 502
     type = "output_error"
     code = "output_invalid"
+
+
+class RouteUnmatched(OutputInvalid):
+    """A routing step's value has no case and the route no default.
+
+    502, not 4xx: the value is normally an earlier step's model answer, so it is an answer the
+    gateway could not use (like ``output_invalid``), not a mistake in the client's request."""
+
+    code = "route_unmatched"
 
 
 class NotFound(PrefitError):
@@ -218,6 +228,14 @@ class StepFailed(PrefitError):
         self.cause = cause
         self.status = cause.status
         self.type = cause.type
+        #: The steps that finished before the failure, shown when the caller asked to see steps.
+        self.steps: dict[str, Any] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        if self.steps is not None:
+            body["prefit_steps"] = self.steps
+        return body
 
 
 class ConfigIssue:

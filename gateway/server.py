@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ def create_app(
     runtime = Runtime(config, metrics, resources)
     access_log = AccessLog() if config.settings.access_log else None
     reloader = Reloader(runtime, settings_file)
+    tracing_middleware = _tracing(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,6 +60,8 @@ def create_app(
             await runtime.close()
             if access_log is not None:
                 access_log.flush()
+            if runtime.tracing is not None:
+                await asyncio.to_thread(runtime.tracing.shutdown)
 
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
@@ -75,6 +79,7 @@ def create_app(
     ]
     middleware = [
         Middleware(ExchangeMiddleware, metrics=metrics, access_log=access_log),
+        *tracing_middleware,
         Middleware(HangupWatch),
         Middleware(AuthMiddleware, keyrings=runtime.keyrings),
     ]
@@ -82,3 +87,14 @@ def create_app(
     app.state.runtime = runtime
     app.state.reloader = reloader
     return app
+
+
+def _tracing(runtime: Runtime) -> list[Middleware]:
+    """With ``tracing`` in settings, the tracer and its request spans; otherwise nothing at all."""
+    settings = runtime.config.settings.tracing
+    if settings is None:
+        return []
+    from gateway.serving.tracing import Tracing, TracingMiddleware
+
+    runtime.tracing = Tracing(settings)
+    return [Middleware(TracingMiddleware, tracing=runtime.tracing)]

@@ -24,6 +24,7 @@ __all__ = [
     "RedisSettings",
     "ResilienceSettings",
     "Settings",
+    "TracingSettings",
     "UpstreamSettings",
     "is_loopback_host",
 ]
@@ -222,6 +223,25 @@ class Price(_Strict):
     cached_input: float | None = Field(default=None, ge=0, description="USD per million cached prompt tokens.")
 
 
+class TracingSettings(_Strict):
+    """OpenTelemetry traces over OTLP/HTTP: a span per request, layer stage, chain step and upstream call.
+
+    Spans carry names, models, token counts and policy facts, never prompt or completion text.
+    Export is batched in the background with a bounded queue; when it is full, spans are dropped
+    rather than the request slowed. Read at startup (a reload does not change it)."""
+
+    otlp_endpoint: str = Field(
+        pattern=r"^https?://",
+        description="The OTLP/HTTP traces URL, e.g. `http://localhost:4318/v1/traces`.",
+        examples=["http://localhost:4318/v1/traces"],
+    )
+    sample: float = Field(
+        default=1.0, ge=0, le=1, description="Share of new traces kept; a client's `traceparent` decision is kept."
+    )
+    service_name: str = Field(default="prefit", min_length=1, description="The `service.name` resource attribute.")
+    max_queue_size: int = Field(default=2048, ge=1, description="Spans waiting for export; beyond it they are dropped.")
+
+
 class Settings(_Strict):
     """The gateway settings file, ``prefit.yaml``."""
 
@@ -247,6 +267,7 @@ class Settings(_Strict):
     models_cache_s: float = Field(default=60.0, ge=0, description="How long the upstream model list is cached.")
     access_log: bool = Field(default=True, description="One JSON line per request on the prefit.access logger.")
     reload: bool = Field(default=True, description="Watch the settings file and policies and reload on change.")
+    tracing: TracingSettings | None = Field(default=None, description="OpenTelemetry tracing; off when unset.")
     eval_runs_dir: str = Field(
         default=".prefit/eval-runs",
         description="Where `prefit eval` stores every run (unless `--no-save`) for `prefit history`, `prefit diff` "

@@ -24,10 +24,11 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.files import PolicyFiles
 from gateway.config.variants import VariantTable
 from gateway.config.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
-from gateway.engine.chain import Chain, build_inline_steps
+from gateway.engine.chain import Chain
+from gateway.engine.chain_build import build_inline_steps
 from gateway.engine.pipeline import LAYER_TYPES, Pipeline
 from gateway.errors import ConfigError, ConfigIssue, InvalidRequest, unknown_key
-from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
+from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec, StepSpec
 from gateway.retrieval.resources import NO_RESOURCES
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
 from middleware.base import BuildContext, Layer, LayerError, Resources
@@ -236,7 +237,9 @@ def _check_chains(policies: dict[str, LoadedPolicy], located: Mapping[str, Locat
 
     def calls(name: str) -> set[str]:
         policy = policies.get(name)
-        return {step.model for step in policy.spec.steps if step.model} if policy else set()
+        if policy is None:
+            return set()
+        return {model for _, steps in _step_lists(policy) for step in steps for _, model in _step_models(step)}
 
     def depth(name: str, trail: tuple[str, ...]) -> int:
         if name in trail:
@@ -245,20 +248,47 @@ def _check_chains(policies: dict[str, LoadedPolicy], located: Mapping[str, Locat
         return 1 + max(below, default=0)
 
     for name, policy in policies.items():
-        steps, where = policy.spec.steps, located[name]
-        if not steps:
+        lists, where = _step_lists(policy), located[name]
+        if not lists:
             continue
-        for index, step in enumerate(steps):
-            if step.model is not None and step.model not in policies:
-                issues.append(where.issue(("steps", index, "model"), f"step model {step.model!r} is not a policy"))
+        for prefix, steps in lists:
+            for index, step in enumerate(steps):
+                for names, model in _step_models(step):
+                    if model not in policies:
+                        issue = where.issue((*prefix, index, *names), f"step model {model!r} is not a policy")
+                        issues.append(issue)
         try:
             levels = depth(name, ())
         except _Cycle as cycle:
-            index = next(i for i, step in enumerate(steps) if step.model == cycle.path[1])
-            issues.append(where.issue(("steps", index), f"chain cycle: {' -> '.join(cycle.path)}"))
+            field = next(
+                (*prefix, i)
+                for prefix, steps in lists
+                for i, step in enumerate(steps)
+                if cycle.path[1] in {m for _, m in _step_models(step)}
+            )
+            issues.append(where.issue(field, f"chain cycle: {' -> '.join(cycle.path)}"))
             continue
         if levels > MAX_CHAIN_DEPTH:
             issues.append(where.issue(("steps",), f"chains nest {levels} deep; at most {MAX_CHAIN_DEPTH}", key=True))
+
+
+def _step_lists(policy: LoadedPolicy) -> list[tuple[tuple[str | int, ...], list[StepSpec]]]:
+    """The policy's steps and each variant's own (a variant may override ``steps``), with their fields."""
+    found: list[tuple[tuple[str | int, ...], list[StepSpec]]] = []
+    if policy.spec.steps:
+        found.append((("steps",), policy.spec.steps))
+    for index, arm in enumerate(policy.spec.variants):
+        if "steps" in arm.overrides and policy.variants[index].spec.steps:
+            found.append((("variants", index, "steps"), policy.variants[index].spec.steps))
+    return found
+
+
+def _step_models(step: StepSpec) -> list[tuple[tuple[str, ...], str]]:
+    """The policies a step may call, each with the field that names it (a route names several)."""
+    if step.route is not None:
+        found = [(("route", "cases", value), model) for value, model in step.route.cases.items()]
+        return found + ([(("route", "default"), step.route.default)] if step.route.default else [])
+    return [(("model",), step.model)] if step.model is not None else []
 
 
 class _Cycle(Exception):

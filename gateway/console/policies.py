@@ -71,7 +71,11 @@ def variant_view(policy: LoadedPolicy, variant: LoadedVariant) -> VariantView:
     if output is not None and spec.output is not None:
         schema = spec.output.json_schema
         output["json_schema"] = schema if isinstance(schema, str) else "(inline schema)"
-    steps = [(step.name, step.model or "(inline prompt)") for step in variant.chain.steps] if variant.chain else []
+    steps = (
+        [(step.name, step.model or ("(routed)" if step.route else "(inline prompt)")) for step in variant.chain.steps]
+        if variant.chain
+        else []
+    )
     return VariantView(
         name=variant.name,
         weight=variant.weight,

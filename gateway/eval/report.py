@@ -16,6 +16,7 @@ from rich.table import Table
 
 from gateway.eval.runner import ItemResult
 from gateway.eval.stats import mcnemar_exact, percentile, wilson
+from gateway.eval.steps import step_means
 
 __all__ = ["Comparison", "Summary", "check_gates", "compare", "render_report", "report_json", "summarise"]
 
@@ -162,6 +163,9 @@ def render_report(
     table.add_column(f"{metrics[0]} (95% CI)", justify="right")
     for metric in metrics[1:]:
         table.add_column(metric, justify="right")
+    steps = _step_names(summaries)
+    for step in steps:
+        table.add_column(f"step {step} {metrics[0]}", justify="right")
     for column in ("p50 s", "p95 s", "prompt tok", "completion tok", "cost USD", "errors", "cached"):
         table.add_column(column, justify="right")
     for s in summaries:
@@ -170,6 +174,7 @@ def render_report(
             str(s.n),
             _primary_cell(s, metrics[0]),
             *[_number(s.scores[m]) for m in metrics[1:]],
+            *[_number(step_means(s.results, metrics[0]).get(step), "-") for step in steps],
             _number(s.p50_s, "-"),
             _number(s.p95_s, "-"),
             str(s.prompt_tokens),
@@ -196,6 +201,19 @@ def render_report(
         console.print(f"[red]gate failed[/red] {failure}")
     if not failures:
         console.print("all gates passed" if summaries else "nothing was run")
+
+
+def _step_names(summaries: list[Summary]) -> list[str]:
+    """Steps any item expects something of, in first-seen order."""
+    names = (step for s in summaries for r in s.results for step in r.step_scores)
+    return list(dict.fromkeys(names))
+
+
+def _step_scores(summary: Summary) -> dict[str, dict[str, float]]:
+    """Step -> metric -> mean, over the items that expect something of the step."""
+    by_metric = {metric: step_means(summary.results, metric) for metric in summary.scores}
+    steps = next(iter(by_metric.values()), {})
+    return {step: {metric: means[step] for metric, means in by_metric.items()} for step in steps}
 
 
 def _number(value: float | None, missing: str = "not measured") -> str:
@@ -230,6 +248,7 @@ def report_json(
                 "errors": s.errors,
                 "cached": s.cached,
                 "first_error": s.first_error,
+                "step_scores": _step_scores(s),
                 "items": [r.as_json() for r in s.results],
             }
             for s in summaries

@@ -28,8 +28,10 @@ from pydantic import SecretStr
 
 from gateway.config.load import Config, LoadedPolicy
 from gateway.eval.scoring import Scorer
+from gateway.eval.steps import score_steps
 from gateway.retrieval.resources import ResourceHub
 from gateway.server import create_app
+from gateway.serving.answer import STEPS_HEADER
 
 __all__ = ["EvalItem", "ItemResult", "Runner", "in_process_gateway", "load_dataset"]
 
@@ -49,6 +51,9 @@ class EvalItem:
         if isinstance(self.input, str):
             return self.input
         return "\n".join(str(m.get("content", "")) for m in self.input if isinstance(m, dict))
+
+    #: Step name -> what that chain step should say (scored beside the answer).
+    expected_steps: dict[str, Any] = field(default_factory=dict)
 
     def messages(self) -> list[dict[str, Any]]:
         if isinstance(self.input, str):
@@ -78,6 +83,10 @@ class ItemResult:
     cost_usd: float | None = None
     #: When the item finished (monotonic), so a report can name the first error that happened.
     finished_at: float = 0.0
+    #: A chain's every step: name -> {output, json, routed?}.
+    steps: dict[str, Any] = field(default_factory=dict)
+    #: Step name -> metric -> score, for the steps the item expects something of.
+    step_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +107,9 @@ class ItemResult:
             "metadata": self.item.metadata,
             "failure": self.failure,
             "judge": self.judge,
+            "steps": self.steps,
+            "expected_steps": self.item.expected_steps,
+            "step_scores": self.step_scores,
         }
 
 
@@ -116,8 +128,21 @@ def load_dataset(path: Path) -> list[EvalItem]:
         metadata = record.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise ValueError(f"{path}:{number}: `metadata` must be an object")
+        expected_steps = record.get("expected_steps") or {}
+        if not isinstance(expected_steps, dict):
+            raise ValueError(f"{path}:{number}: `expected_steps` must map step names to expected outputs")
         ident = str(record.get("id", number))
-        items.append(EvalItem(ident, record["input"], record["expected"], metadata, str(path), number))
+        items.append(
+            EvalItem(
+                ident,
+                record["input"],
+                record["expected"],
+                metadata,
+                source=str(path),
+                line=number,
+                expected_steps=expected_steps,
+            )
+        )
     if not items:
         raise ValueError(f"{path}: no records")
     return items
@@ -215,6 +240,10 @@ class Runner:
             result.scores = {s.name: _safe_score(s, result.output, item) for s in self.scorers}
         else:
             result.scores = {s.name: 0.0 for s in self.scorers}
+        chained = self.policy.variant(variant)
+        if chained is not None and chained.chain is not None:  # a variant without steps has none to score
+            context = {"id": item.id, "metadata": item.metadata}
+            result.step_scores = score_steps(self.scorers, item.expected_steps, result.steps, context)
         return result
 
     async def _call(self, result: ItemResult, use_cache: bool) -> None:
@@ -225,9 +254,14 @@ class Runner:
             result.cached = True
             return
         started = time.perf_counter()
-        reply = await self._post("/v1/chat/completions", body, result.variant, **{"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if any(v.chain for v in self.policy.variants):
+            headers[STEPS_HEADER] = "include"
+        reply = await self._post("/v1/chat/completions", body, result.variant, **headers)
         result.latency_s = time.perf_counter() - started
         data = reply.json()
+        steps = data.get("prefit_steps") if isinstance(data, dict) else None
+        result.steps = steps if isinstance(steps, dict) else {}
         if reply.status_code >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             result.error = f"{reply.status_code}: {error.get('message', reply.text[:200])}"
@@ -249,6 +283,7 @@ class Runner:
                         "prompt_tokens": result.prompt_tokens,
                         "completion_tokens": result.completion_tokens,
                         "cost_usd": result.cost_usd,
+                        "steps": result.steps,
                     }
                 )
             )
@@ -260,6 +295,7 @@ def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
     result.prompt_tokens = stored["prompt_tokens"]
     result.completion_tokens = stored["completion_tokens"]
     result.cost_usd = stored.get("cost_usd")
+    result.steps = stored.get("steps") or {}
 
 
 def _safe_score(scorer: Scorer, output: str, item: EvalItem) -> float:

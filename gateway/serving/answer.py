@@ -13,18 +13,22 @@ from typing import Any
 
 from starlette.requests import Request
 
-from gateway.engine.chain import ChainStep
+from gateway.engine.chain import ChainStep, StepOutput
 from gateway.engine.dispatch import Dispatch
+from gateway.engine.pipeline import OpenStream, SendWhole
 from gateway.engine.record import Exchange
 from gateway.engine.resilience import Target
+from gateway.errors import PermissionDenied, StepFailed
 from gateway.serving.http import prefit_headers
-from gateway.serving.resolve import Route, step_target, sticky_value
+from gateway.serving.resolve import Route, step_target, sticky_value, trusted
 from gateway.serving.runtime import Runtime, Snapshot
+from gateway.serving.spans import step_attributes, traced_upstream
 from gateway.upstream.base import Upstream
 from gateway.wire import ChatRequest
 from middleware.base import Call, StoreUse, close_stream
 
 __all__ = [
+    "STEPS_HEADER",
     "Answering",
     "CallReport",
     "UpstreamView",
@@ -35,6 +39,9 @@ __all__ = [
     "run_chain",
 ]
 
+
+#: A trusted caller sending ``x-prefit-steps: include`` gets every step's output in ``prefit_steps``.
+STEPS_HEADER = "x-prefit-steps"
 
 #: A rough, tokenizer-free estimate for ``prefit_tokens_total{kind="injected"}``.
 _CHARS_PER_TOKEN = 4
@@ -54,6 +61,8 @@ class CallReport:
 
     def stage(self, stage: str, seconds: float) -> None:
         self._runtime.metrics.observe_stage(stage, seconds)
+        if self._runtime.tracing is not None:
+            self._runtime.tracing.stage(stage, seconds)
 
     def injected(self, chars: int) -> None:
         self._chars += chars
@@ -152,10 +161,16 @@ async def answer(
     call, report = new_call(route, body, ctx.exchange, ctx.runtime)
     call.stream = stream
     dispatch = dispatch_for(ctx.request, ctx.runtime, ctx.snapshot, route, ctx.exchange, "/chat/completions", ctx.view)
+    send: SendWhole = dispatch.send
+    open_stream: OpenStream = dispatch.open_stream
+    if ctx.runtime.tracing is not None:
+        upstream = ctx.snapshot.config.settings.upstreams.get(route.upstream.name)
+        provider = upstream.kind if upstream is not None else "openai"
+        send, open_stream = traced_upstream(ctx.runtime.tracing, route, provider, send, open_stream)
     try:
         if stream:
-            return await route.pipeline.stream(call, dispatch.open_stream, dispatch.send)
-        return await route.pipeline.complete(call, dispatch.send)
+            return await route.pipeline.stream(call, open_stream, send)
+        return await route.pipeline.complete(call, send)
     finally:
         report.finish()
         ctx.response_headers.update(call.response_headers)
@@ -176,17 +191,46 @@ async def run_chain(
         target = step_target(step, policy, variant, policies, sticky)
         upstream = route.upstream if step.model is None else upstreams[target.upstream]
         step_route = Route(target.policy, target.variant, upstream, target.pipeline, target.chain)
-        return await answer(ctx, step_route, step_body, streaming)
+        if ctx.runtime.tracing is None:
+            return await answer(ctx, step_route, step_body, streaming)
+        attributes = step_attributes(policy.name, step.name, target.policy.name, target.variant)
+        return await ctx.runtime.tracing.around(
+            f"step {step.name}", attributes, lambda: answer(ctx, step_route, step_body, streaming)
+        )
 
     def observe(step: str, seconds: float) -> None:
         ctx.runtime.metrics.step_duration.child(policy.name, step).observe(seconds)
 
-    result = await chain.run(body, stream, run_step, observe)
+    outputs: dict[str, StepOutput] = {}
+    show_steps = _shows_steps(ctx)
+    try:
+        result = await chain.run(body, stream, run_step, observe, outputs)
+    except StepFailed as exc:
+        if show_steps:  # where the chain broke is what the caller asked to see
+            exc.steps = {name: _shown_step(out) for name, out in outputs.items()}
+        raise
     if isinstance(result, dict):
         if result.get("usage"):
             result["usage"] = _chain_usage(ctx.exchange)
+        if show_steps:
+            result["prefit_steps"] = {name: _shown_step(out) for name, out in outputs.items()}
         return result
     return _with_chain_usage(result, ctx.exchange)
+
+
+def _shows_steps(ctx: Answering) -> bool:
+    if ctx.request.headers.get(STEPS_HEADER) != "include":
+        return False
+    if not trusted(ctx.request, ctx.snapshot):
+        raise PermissionDenied(f"Seeing chain steps with {STEPS_HEADER} needs an admin key.")
+    return True
+
+
+def _shown_step(out: StepOutput) -> dict[str, Any]:
+    shown: dict[str, Any] = {"output": out.output, "json": out.json}
+    if out.routed is not None:
+        shown["routed"] = out.routed
+    return shown
 
 
 def _chain_usage(exchange: Exchange) -> dict[str, int]:

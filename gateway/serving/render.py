@@ -2,7 +2,8 @@
 
 Rendering runs the very ``prepare`` steps serving runs, so what is shown is what would be sent. A
 chain shows every step's request; outputs of earlier steps, unknown without calling upstream,
-appear as ``<output of step NAME>``.
+appear as ``<output of step NAME>``, a ``for_each`` step's element as ``<each item of ...>``, and
+a routing step shows what each of its cases would send.
 
 Render is for looking at what a policy does, so it hides nothing: a vector-store search that could
 not run fails the render with its cause (502 ``retrieval_failed``), even for a policy whose
@@ -11,13 +12,14 @@ not run fails the render with its cause (502 ``retrieval_failed``), even for a p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 
 from gateway.config.load import LoadedPolicy, LoadedVariant
-from gateway.engine.chain import Chain, Placeholder, StepOutput
+from gateway.engine.chain import Chain, ChainStep, Placeholder, StepOutput
 from gateway.engine.pipeline import Pipeline, ask_for_usage
 from gateway.serving.resolve import step_target
 from gateway.wire import ChatRequest, dump_body
@@ -76,28 +78,67 @@ async def _render_chain(
     on_search: OnSearch,
 ) -> list[dict[str, Any]]:
     placeholders = {
-        step.name: StepOutput(f"<output of step {step.name}>", Placeholder(f"<json of step {step.name}>"))
+        step.name: StepOutput(
+            f"<output of step {step.name}>",
+            Placeholder(f"<json of step {step.name}>"),
+            f"<policy routed by step {step.name}>" if step.route is not None else None,
+        )
         for step in chain.steps
     }
-    rendered = []
-    for step in chain.steps:
-        body = chain.step_body(step, chat, placeholders)
+
+    async def one(step: ChainStep) -> dict[str, Any]:
+        item = Placeholder(f"<each item of {step.for_each_source}>") if step.for_each is not None else None
+        body = chain.step_body(step, chat, placeholders, item)
         target = step_target(step, policy, variant, policies, sticky)
         if step.model is None:
             call = Call(request_id=request_id, body=body, policy=policy.name, upstream=target.upstream)
             await _prepare(target.pipeline, call, on_search)
-            entry = {
+            return {
                 "policy": None,
                 "variant": None,
                 "upstream": target.upstream,
                 "body": orjson.loads(dump_body(target.pipeline.upstream_body(call))),
             }
+        return await render_request(
+            target.policy, target.variant, body, request_id, target.upstream, policies, sticky, on_search
+        )
+
+    rendered = []
+    for step in chain.steps:
+        if step.route is not None:
+            entry = await _render_route(step, chain, chat, placeholders, one)
         else:
-            entry = await render_request(
-                target.policy, target.variant, body, request_id, target.upstream, policies, sticky, on_search
-            )
-        rendered.append({"step": step.name, "model": step.model, **entry})
+            entry = {"model": step.model, **await one(step)}
+            if step.for_each is not None:
+                entry["for_each"] = {"over": step.for_each_source, "concurrency": step.concurrency}
+        rendered.append({"step": step.name, **entry})
     return rendered
+
+
+async def _render_route(
+    step: ChainStep,
+    chain: Chain,
+    chat: ChatRequest,
+    placeholders: Mapping[str, StepOutput],
+    one: Callable[[ChainStep], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """A routing step: its value (a placeholder while earlier outputs are unknown) and what each case would send."""
+    assert step.route is not None
+    route = step.route
+    cases = {
+        value: await one(dataclasses.replace(step, model=model, route=None)) for value, model in route.cases.items()
+    }
+    default = await one(dataclasses.replace(step, model=route.default, route=None)) if route.default else None
+    shown = default if default is not None else next(iter(cases.values()))
+    return {
+        "model": None,
+        "route": {
+            "on": chain.route_value(step, chat, placeholders),
+            "cases": {value: {"model": model, **cases[value]} for value, model in route.cases.items()},
+            "default": {"model": route.default, **default} if default is not None else None,
+        },
+        "body": shown["body"],
+    }
 
 
 async def render_request(

@@ -36,6 +36,7 @@ __all__ = [
     "resolve",
     "step_target",
     "sticky_value",
+    "trusted",
 ]
 
 
@@ -113,12 +114,14 @@ def pinned_variant(request: Request, snapshot: Snapshot) -> str | None:
     pinned = request.headers.get(PIN_HEADER)
     if pinned is None:
         return None
-    trusted = (
-        snapshot.admin_keys.allows(bearer_token(request.scope)) if snapshot.admin_keys else is_local(request.scope)
-    )
-    if not trusted:
+    if not trusted(request, snapshot):
         raise PermissionDenied(f"Pinning a variant with {PIN_HEADER} needs an admin key.")
     return pinned
+
+
+def trusted(request: Request, snapshot: Snapshot) -> bool:
+    """An admin caller (or, with no admin keys, a loopback one): may pin variants and see chain steps."""
+    return snapshot.admin_keys.allows(bearer_token(request.scope)) if snapshot.admin_keys else is_local(request.scope)
 
 
 def resolve(

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.config.load import Config
 from gateway.engine.resilience import Resilience
@@ -25,6 +26,9 @@ from gateway.state.ratelimit import RateLimiter
 from gateway.state.redis import RedisState
 from gateway.upstream.catalog import ModelCatalog
 from gateway.upstream.pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from gateway.serving.tracing import Tracing
 
 __all__ = ["ReloadStatus", "Runtime", "Snapshot"]
 
@@ -84,6 +88,8 @@ class Runtime:
         self.store_health = StoreHealth(metrics)
         self.current = self._snapshot(config, pool, self._catalog(config, pool), _state(config, metrics))
         self.started = False
+        #: Set by ``create_app`` when settings have ``tracing``; None keeps spans off the request path.
+        self.tracing: Tracing | None = None
         self.reload_status = ReloadStatus()
         self._retiring: set[asyncio.Task[None]] = set()
         self._retired: list[tuple[Snapshot, bool, bool]] = []

@@ -153,7 +153,99 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
     ),
     "step with both model and system": (
         {"policies/p.yaml": "steps:\n  - {name: one, model: x, system: hi}\n"},
-        ["policies/p.yaml:2:5: steps[0]: a step needs exactly one of `model` or `system`"],
+        ["policies/p.yaml:2:5: steps[0]: a step needs exactly one of `model`, `system` or `route`"],
+    ),
+    "step reads a step that does not exist": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: one, model: o, input: '{{ steps.ghost.output }}'}\n"
+            "  - {name: two, model: o}\n",
+        },
+        [
+            "policies/p.yaml:2:5: steps[0]: step 'one' reads steps that do not exist: ghost",
+        ],
+    ),
+    "steps read each other in a cycle": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: a, model: o, input: '{{ steps.b.output }}'}\n"
+            "  - {name: b, model: o, input: \"{{ steps['a'].json }}\"}\n  - {name: c, model: o}\n",
+        },
+        [
+            "policies/p.yaml:2:5: steps[0]: steps read each other in a cycle: a -> b -> a",
+        ],
+    ),
+    "step reads the last step": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: a, model: o, input: '{{ steps.z.output }}'}\n"
+            "  - {name: z, model: o}\n",
+        },
+        [
+            "policies/p.yaml:2:5: steps[0]: step 'a' reads the last step 'z', whose answer is the chain's",
+        ],
+    ),
+    "route to a missing policy": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: k, model: o}\n"
+            "  - name: r\n    route: {on: '{{ steps.k.output }}', cases: {a: o, b: ghost}, default: phantom}\n",
+        },
+        [
+            "policies/p.yaml:4:58: steps[1].route.cases.b: step model 'ghost' is not a policy",
+            "policies/p.yaml:4:75: steps[1].route.default: step model 'phantom' is not a policy",
+        ],
+    ),
+    "route cycle through a case": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: k, model: o}\n"
+            "  - name: r\n    route: {on: '{{ steps.k.output }}', cases: {again: p}}\n",
+        },
+        [
+            "policies/p.yaml:3:5: steps[1]: chain cycle: p -> p",
+        ],
+    ),
+    "variant steps to a missing policy": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "upstream_model: m\nvariants:\n  - {name: a, weight: 1}\n"
+            "  - {name: b, weight: 1, steps: [{name: s, model: ghost}]}\n",
+        },
+        [
+            "policies/p.yaml:4:51: variants[1].steps[0].model: step model 'ghost' is not a policy",
+        ],
+    ),
+    "item outside for_each": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: one, model: o, input: '{{ item }}'}\n",
+        },
+        [
+            "policies/p.yaml:2:34: steps[0].input: template uses undefined variable(s): item",
+        ],
+    ),
+    "for_each on the last step": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: k, model: o}\n"
+            "  - {name: e, model: o, for_each: '{{ steps.k.json }}', input: '{{ item }}'}\n",
+        },
+        [
+            "policies/p.yaml:3:35: steps[1].for_each: this step cannot run for_each: "
+            "the last step's answer is the chain's",
+        ],
+    ),
+    "for_each that is not one expression": (
+        {
+            "policies/o.yaml": "upstream_model: m\n",
+            "policies/p.yaml": "steps:\n  - {name: k, model: o}\n"
+            "  - {name: e, model: o, for_each: 'x {{ steps.k.json }}', input: '{{ item }}'}\n  - {name: z, model: o}\n",
+        },
+        [
+            "policies/p.yaml:3:35: steps[1].for_each: for_each must be one expression, "
+            "like {{ steps.extract.json.entities }}",
+        ],
     ),
     "step input template error": (
         {

@@ -428,6 +428,7 @@ def test_compose_runs_two_replicas_behind_a_load_balancer_with_redis_qdrant_and_
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["grafana"]["image"].startswith("grafana/grafana")
     assert services["lb"]["image"].startswith("nginx:")
+    assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:")
     for name, spec in gateways.items():
         assert spec["build"] == {"context": "..", "dockerfile": "Dockerfile"}, name
         assert "ports" not in spec, f"{name} is published directly; clients go through the load balancer"
@@ -457,6 +458,7 @@ def test_compose_settings_use_redis_and_the_qdrant_server_and_pass_prefit_check(
     settings = yaml.safe_load((DEPLOY / "prefit.yaml").read_text(encoding="utf-8"))
     assert settings["redis_url"] == "redis://redis:6379/0"
     assert settings["qdrant"] == {"url": "http://qdrant:6333"}
+    assert settings["tracing"]["otlp_endpoint"] == "http://jaeger:4318/v1/traces"
     assert settings["policies_dir"] == "policies"
     shutil.copy(DEPLOY / "prefit.yaml", tmp_path / "prefit.yaml")
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
