@@ -121,23 +121,29 @@ class OpenAIUpstream:
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def complete(self, path: str, body: bytes, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
-        """POST a JSON body and return the parsed JSON reply. Raises ``UpstreamError``."""
+    async def _read(
+        self, method: str, url: str, headers: dict[str, str], budget: float, data: bytes | None = None
+    ) -> bytes:
+        """One whole request and its whole reply body, inside ``budget`` seconds. Raises ``UpstreamError``
+        (an error status as ``UpstreamStatus``, with the provider's scrubbed body)."""
         start = time.perf_counter()
         try:
             with self._translated():
-                async with asyncio.timeout(self._deadline(timeout_s)):
-                    async with self.session.post(
-                        self.base_url + path,
-                        data=body,
-                        headers=self._headers_for(request_id),
-                        timeout=self._whole_timeout,
+                async with asyncio.timeout(budget):
+                    async with self.session.request(
+                        method, url, data=data, headers=headers, timeout=self._whole_timeout
                     ) as response:
                         if response.status >= 400:
                             raise await status_error(response, self.name, self._metrics, self.scrub)
-                        raw = await response.read()
+                        return await response.read()
         finally:
             self._observe(start)
+
+    async def complete(self, path: str, body: bytes, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """POST a JSON body and return the parsed JSON reply. Raises ``UpstreamError``."""
+        raw = await self._read(
+            "POST", self.base_url + path, self._headers_for(request_id), self._deadline(timeout_s), body
+        )
         return self._json_object(raw)
 
     def _json_object(self, raw: bytes) -> dict[str, Any]:
@@ -283,17 +289,8 @@ class OpenAIUpstream:
 
     async def list_models(self, request_id: str) -> list[dict[str, Any]]:
         """The upstream's ``GET /models`` list. Raises ``UpstreamError``."""
-        start = time.perf_counter()
-        try:
-            with self._translated():
-                async with asyncio.timeout(min(self.settings.timeout_s, 10.0)):
-                    headers = {**self._auth_headers, "x-request-id": request_id}
-                    async with self.session.get(self.base_url + self.models_path, headers=headers) as response:
-                        if response.status >= 400:
-                            raise await status_error(response, self.name, self._metrics, self.scrub)
-                        raw = await response.read()
-        finally:
-            self._observe(start)
+        headers = {**self._auth_headers, "x-request-id": request_id}
+        raw = await self._read("GET", self.base_url + self.models_path, headers, min(self.settings.timeout_s, 10.0))
         try:
             data = orjson.loads(raw).get("data", [])
         except (orjson.JSONDecodeError, AttributeError):
