@@ -426,3 +426,31 @@ def optimize(
     elif write:
         console.print("[yellow]nothing written[/yellow]: the search did not finish with a confirmed winner")
     sys.exit(1 if report["stopped"] else 0)
+
+
+@main.command(name="export-finetune")
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--variant", default=None, help="Variant whose prompt renders the lines (default: the serving one).")
+@click.option("--train", type=click.Path(dir_okay=False, path_type=Path), help="JSONL; default: the few-shot examples.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The JSONL to write.")
+@_config_option
+def export_finetune_command(
+    policy_name: str, variant: str | None, train: Path | None, out: Path, config_path: Path | None
+) -> None:
+    """Write OpenAI chat fine-tuning JSONL rendered through a variant's prompt, held-out items excluded."""
+    from gateway.errors import PrefitError
+    from gateway.eval.finetune import export_finetune
+
+    resources = ResourceHub()
+    config = _load_or_exit(config_path, resources)
+    try:
+        summary = export_finetune(config, policy_name, variant, train, out, resources)
+    except (ValueError, PrefitError, ConfigError) as exc:
+        click.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        sys.exit(2)
+    finally:
+        resources.close()
+    click.echo(
+        f"wrote {summary.written} line(s) to {summary.out} from {summary.source} through variant "
+        f"{summary.variant!r}; {summary.excluded_heldout} held-out item(s) excluded"
+    )

@@ -37,6 +37,8 @@ class Arm:
     name: str
     examples: tuple[EvalItem, ...] | None = None
     system: str | None = None
+    #: A variant of the policy whose own overrides come first (None: the policy itself).
+    based_on: str | None = None
 
     @property
     def k(self) -> int | None:
@@ -62,6 +64,24 @@ def arm_overrides(arm: Arm) -> dict[str, Any]:
     return overrides
 
 
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        merged[key] = _merge(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
+    return merged
+
+
+def _arm_entry(arm: Arm, variants: list[dict[str, Any]]) -> dict[str, Any]:
+    base: dict[str, Any] = {}
+    if arm.based_on is not None:
+        found = next((v for v in variants if v.get("name") == arm.based_on), None)
+        if found is None:
+            raise ValueError(f"no variant {arm.based_on!r}")
+        base = {k: v for k, v in found.items() if k not in ("name", "weight")}
+    return {**_merge(base, arm_overrides(arm)), "name": arm.name, "weight": 0}
+
+
 def policy_path(policy: LoadedPolicy) -> Path:
     source = Path(policy.source)
     return source if source.is_absolute() else Path.cwd() / source
@@ -75,7 +95,7 @@ def load_with_arms(config: Config, policy: LoadedPolicy, arms: Sequence[Arm], re
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     data["model"] = policy.name
     variants = list(data.get("variants") or [{"name": policy.primary.name, "weight": 1}])
-    variants += [{"name": arm.name, "weight": 0, **arm_overrides(arm)} for arm in arms]
+    variants += [_arm_entry(arm, variants) for arm in arms]
     data["variants"] = variants
     temp = path.with_name(f".{path.stem}.candidates-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     temp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -103,7 +103,7 @@ def test_a_rerun_with_the_same_seed_is_free_and_the_same(workdir: Path, upstream
 
 
 def test_overlap_with_the_held_out_set_is_refused_by_name(workdir: Path) -> None:
-    train = _items("train", 3) + [{"id": "sneaky", "input": "beta held case 2", "expected": "B"}]
+    train = [*_items("train", 3), {"id": "sneaky", "input": "beta held case 2", "expected": "B"}]
     train.append({"id": "held-alpha-0", "input": "something new", "expected": "A"})
     (workdir / "train.jsonl").write_text(_jsonl(train))
     done = _prefit(workdir, "optimize", "router", "--train", "train.jsonl")
@@ -140,5 +140,5 @@ def test_an_upstream_failing_halfway_stops_with_what_it_has(workdir: Path) -> No
     report = orjson.loads((workdir / "r.json").read_bytes())
     assert "upstream failed during candidate" in report["stopped"]
     assert "stopped" in done.stdout
-    assert [c["name"] for c in report["candidates"]][0] == "serving"
+    assert report["candidates"][0]["name"] == "serving"
     assert report["winner"] is None or report["winner"]["heldout_score"] is None
