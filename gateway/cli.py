@@ -454,3 +454,31 @@ def export_finetune_command(
         f"wrote {summary.written} line(s) to {summary.out} from {summary.source} through variant "
         f"{summary.variant!r}; {summary.excluded_heldout} held-out item(s) excluded"
     )
+
+
+@main.command()
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--train", type=click.Path(dir_okay=False, path_type=Path), help="Labelled JSONL for the k-sweep.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the advice.")
+@_config_option
+def advise(policy_name: str, train: Path | None, json_out: Path | None, config_path: Path | None) -> None:
+    """Keep prompting, or fine-tune? The format, cost and capability signals, and one verdict."""
+    import asyncio
+
+    import orjson
+
+    from gateway.eval.advise import AdviseOptions, render_advice, run_advise
+    from gateway.eval.optimize import console_for_cli
+
+    configure_logging("warning")
+    settings_file = find_settings_file(config_path)
+    config = _load_or_exit(config_path)
+    console = console_for_cli()
+    try:
+        advice = asyncio.run(run_advise(config, AdviseOptions(policy_name, settings_file, train), console))
+    except (ValueError, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    render_advice(console, advice)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(advice, option=orjson.OPT_INDENT_2))

@@ -28,7 +28,7 @@ from gateway.serving.render import render_request
 from gateway.wire import ChatRequest
 from middleware.base import LayerError
 
-__all__ = ["ExportSummary", "export_finetune", "validate_line"]
+__all__ = ["ExportSummary", "export_finetune", "policy_examples", "validate_line"]
 
 _ROLES = {"system", "user", "assistant"}
 _ARM = "finetune-export"
@@ -59,7 +59,7 @@ def validate_line(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _policy_examples(policy: LoadedPolicy, variant: LoadedVariant, config: Config) -> list[EvalItem]:
+def policy_examples(policy: LoadedPolicy, variant: LoadedVariant, config: Config) -> list[EvalItem]:
     few_shot = variant.spec.few_shot
     if few_shot is None:
         raise ValueError(f"variant {variant.name!r} has no few-shot examples; pass --train")
@@ -108,7 +108,7 @@ async def _render_all(
         raise ValueError(f"{policy.name!r} has no variant {variant_name!r}")
     if chosen.chain is not None:
         raise ValueError(f"{policy.name!r} is a chain: it has no single prompt to fine-tune")
-    items: Sequence[EvalItem] = load_dataset(train) if train else _policy_examples(policy, chosen, config)
+    items: Sequence[EvalItem] = load_dataset(train) if train else policy_examples(policy, chosen, config)
     excluded: set[str] = set()
     if policy.spec.eval is not None:
         excluded = set(overlapping(items, load_dataset(_dataset_path(policy, None, config.base_dir))))

@@ -14,7 +14,7 @@ import orjson
 
 from gateway.eval.runner import EvalItem
 
-__all__ = ["MIN_TRAIN", "candidate_sets", "label_set", "overlapping", "split", "sweep_ks"]
+__all__ = ["MIN_TRAIN", "candidate_sets", "label_set", "overlapping", "split", "spread", "sweep_ks"]
 
 #: Fewer training items leave no usable pool and dev split.
 MIN_TRAIN = 6
@@ -57,7 +57,7 @@ def sweep_ks(available: int) -> list[int]:
     return ks
 
 
-def _spread(ordered: list[EvalItem], k: int) -> tuple[EvalItem, ...]:
+def spread(ordered: list[EvalItem], k: int) -> tuple[EvalItem, ...]:
     """The first ``k`` of ``ordered`` taken round-robin across labels, so every label is shown early."""
     by_label: dict[str, list[EvalItem]] = {}
     for item in ordered:
@@ -83,7 +83,7 @@ def candidate_sets(pool: Sequence[EvalItem], wrong: set[str], seed: int, limit: 
         rng.shuffle(hard)
         rng.shuffle(easy)
         for k in ks:
-            chosen = _spread(hard + easy, k)
+            chosen = spread(hard + easy, k)
             key = tuple(item.id for item in chosen)
             if key in seen:
                 continue

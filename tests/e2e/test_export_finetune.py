@@ -114,4 +114,6 @@ def test_the_format_check_names_the_problem(record: dict[str, object], problem: 
 
 
 def test_a_valid_line_passes() -> None:
-    assert validate_line({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}) is None
+    assert (
+        validate_line({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}) is None
+    )
