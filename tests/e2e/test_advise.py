@@ -64,7 +64,7 @@ def _variant(right: int, n: int = 20, bad: int = 0, prompt_tokens: int = 100, la
                 "error": None,
                 "latency_s": latency,
                 "cached_latency_s": None,
-            }  # fmt: skip
+            }
         )
     return {
         "n": n,
