@@ -178,7 +178,9 @@ async def run_optimize(config: Config, options: OptimizeOptions, console: Consol
             f"--budget {options.budget} is below one bootstrap ({len(pool)} pool items) plus one candidate "
             f"on the dev split ({len(dev)} items)"
         )
-    limit = max(1, (options.budget - len(pool) - len(dev)) // len(dev))
+    # With --propose, the rewrites keep their share of the budget: each is one call plus the dev split.
+    reserve = options.proposals * (1 + len(dev)) if options.propose else 0
+    limit = max(1, (options.budget - len(pool) - len(dev) - reserve) // len(dev))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("optimize", total=options.budget)

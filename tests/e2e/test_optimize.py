@@ -142,3 +142,19 @@ def test_an_upstream_failing_halfway_stops_with_what_it_has(workdir: Path) -> No
     assert "stopped" in done.stdout
     assert report["candidates"][0]["name"] == "serving"
     assert report["winner"] is None or report["winner"]["heldout_score"] is None
+
+
+def test_proposed_system_prompts_are_tried_on_the_dev_split(workdir: Path, upstream: FakeUpstream) -> None:
+    # `mute` inputs never get an answer, so the best example set always leaves dev failures to show.
+    (workdir / "train.jsonl").write_text(_jsonl(_items("train", 5, {**KINDS, "mute": "M"})))
+    (workdir / "policies/proposer.yaml").write_text("upstream_model: gpt-4o-mini\n")
+    args = ["--train", "train.jsonl", "--budget", "80", "--propose", "proposer", "--json", "r.json"]
+    done = _prefit(workdir, "optimize", "router", *args)
+    assert done.returncode == 0, done.stderr + done.stdout
+    report = orjson.loads((workdir / "r.json").read_bytes())
+    rewrites = [c for c in report["candidates"] if c["system"] is not None]
+    assert len(rewrites) == 2
+    assert all(c["system"].startswith("echo: You improve the system prompt") for c in rewrites)
+    asks = [r.body for r in upstream.requests if r.body and r.body.get("model") == "gpt-4o-mini"]
+    assert asks and "expected: M" in asks[0]["messages"][-1]["content"]
+    assert "Route the input." in asks[0]["messages"][-1]["content"]
