@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from gateway.config.load import load_config
 from gateway.errors import ConfigError
@@ -54,9 +55,12 @@ def write_optimized(policy_file: Path, winner: dict[str, Any], settings_file: Pa
     """Edit ``policy_file`` in place; the examples file written (None for zero examples).
 
     Raises ``ConfigError`` (with the file restored) when the result would not load."""
+    original = policy_file.read_text(encoding="utf-8")
+    _, indent, offset = load_yaml_guess_indent(original)
     yaml = YAML()
     yaml.preserve_quotes = True
-    original = policy_file.read_text(encoding="utf-8")
+    yaml.width = 4096  # never re-wrap the author's lines
+    yaml.indent(mapping=offset or 2, sequence=indent or 2, offset=offset or 0)
     data = yaml.load(original)
     examples_path = None
     ref = None
