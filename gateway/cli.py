@@ -396,7 +396,8 @@ def optimize(
     import orjson
 
     from gateway.eval.candidates import policy_path
-    from gateway.eval.optimize import OptimizeOptions, Refused, console_for_cli, render_optimize, run_optimize
+    from gateway.eval.optimize import OptimizeOptions, Refused, run_optimize
+    from gateway.eval.optimize_report import console_for_cli, render_optimize
     from gateway.eval.writeback import write_optimized
 
     configure_logging("warning")
@@ -468,7 +469,7 @@ def advise(policy_name: str, train: Path | None, json_out: Path | None, config_p
     import orjson
 
     from gateway.eval.advise import AdviseOptions, render_advice, run_advise
-    from gateway.eval.optimize import console_for_cli
+    from gateway.eval.optimize_report import console_for_cli
 
     configure_logging("warning")
     settings_file = find_settings_file(config_path)

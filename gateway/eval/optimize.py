@@ -10,7 +10,6 @@ An upstream that fails stops the search: the report keeps what was measured and 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway.config.load import Config, LoadedPolicy
-from gateway.eval.candidates import Arm, Session, example_records, serve_arms
+from gateway.eval.candidates import Arm, Session, serve_arms
+from gateway.eval.optimize_report import build_report
 from gateway.eval.report import compare, summarise
 from gateway.eval.run import _dataset_path, _schema
 from gateway.eval.runner import EvalItem, ItemResult, load_dataset
@@ -202,7 +202,7 @@ async def run_optimize(config: Config, options: OptimizeOptions, console: Consol
         best = max(measured, key=lambda pair: (search.score(pair[1]), -(pair[0].k or 0)), default=None)
         if best is not None and options.propose and search.stopped is None:
             best = await _instruction_round(options, search, policy, best, dev, scorers, concurrency, progress, task)
-        report = _report(policy, options, search, train, pool, dev, heldout, serving, best, warnings)
+        report = build_report(policy, options, search, train, pool, dev, heldout, serving, best, warnings)
         if best is not None and search.stopped is None:
             await _confirm(options, search, policy, serving, best, heldout, scorers, concurrency, report)
     return report
@@ -260,88 +260,3 @@ async def _confirm(
     if base.measured and cand.measured:
         comparison = compare(cand, base, search.metric)
         report.update(p_value=comparison.p_value, better=comparison.better, worse=comparison.worse)
-
-
-def _report(
-    policy: LoadedPolicy,
-    options: OptimizeOptions,
-    search: _Search,
-    train: list[EvalItem],
-    pool: list[EvalItem],
-    dev: list[EvalItem],
-    heldout: list[EvalItem],
-    serving: str,
-    best: tuple[Arm, list[ItemResult]] | None,
-    warnings: list[str],
-) -> dict[str, Any]:
-    base_dev = next((c["dev_score"] for c in search.candidates if c["baseline"]), None)
-    winner = None
-    if best is not None:
-        arm, results = best
-        system = arm.system
-        if system is None and policy.primary.spec.prompt is not None:
-            system = str(policy.primary.spec.prompt.system)
-        winner = {
-            "name": arm.name,
-            "examples": example_records(arm.examples or ()),
-            "k": arm.k,
-            "system": system,
-            "dev_score": search.score(results),
-            "heldout_score": None,
-            "low": None,
-            "high": None,
-        }
-    return {
-        "policy": policy.name,
-        "train": str(options.train),
-        "seed": options.seed,
-        "budget": options.budget,
-        "calls": search.calls,
-        "cost_usd": search.cost,
-        "sizes": {"train": len(train), "pool": len(pool), "dev": len(dev), "heldout": len(heldout)},
-        "metric": search.metric,
-        "baseline": {"variant": serving, "dev_score": base_dev, "heldout_score": None, "low": None, "high": None},
-        "winner": winner,
-        "p_value": None,
-        "better": None,
-        "worse": None,
-        "candidates": search.candidates,
-        "warnings": warnings,
-        "stopped": search.stopped,
-    }
-
-
-def render_optimize(console: Console, report: dict[str, Any]) -> None:
-    """The human summary of a report."""
-    sizes = report["sizes"]
-    console.print(
-        f"prefit optimize {report['policy']}: {sizes['train']} training items ({sizes['pool']} pool, "
-        f"{sizes['dev']} dev), {sizes['heldout']} held out; {report['calls']} search calls of "
-        f"{report['budget']}, cost ${report['cost_usd']:.4f}"
-    )
-    for candidate in sorted(report["candidates"], key=lambda c: -c["dev_score"])[:10]:
-        tag = " (serving)" if candidate["baseline"] else ""
-        console.print(
-            f"  {candidate['name']}{tag}: k={candidate['k']} dev {report['metric']} {candidate['dev_score']:.3f}"
-        )
-    base, winner = report["baseline"], report["winner"]
-    if winner is None:
-        console.print("[yellow]no candidate was measured[/yellow]")
-    else:
-        console.print(f"winner {winner['name']}: k={winner['k']} dev {winner['dev_score']:.3f}")
-        for label, side in (("serving " + base["variant"], base), ("winner", winner)):
-            if side["heldout_score"] is not None:
-                console.print(
-                    f"  held out, {label}: {side['heldout_score']:.3f} [{side['low']:.3f}, {side['high']:.3f}]"
-                )
-        if report["p_value"] is not None:
-            console.print(
-                f"  winner vs {base['variant']}: {report['better']} better, {report['worse']} worse, "
-                f"exact McNemar p = {report['p_value']:.4f}"
-            )
-    if report["stopped"]:
-        console.print(f"[red]stopped[/red]: {report['stopped']}; the report holds what was measured before")
-
-
-def console_for_cli() -> Console:
-    return Console(width=None if sys.stdout.isatty() else 160)
