@@ -407,8 +407,12 @@ def optimize(
     console = console_for_cli()
     try:
         report = asyncio.run(run_optimize(config, options, console))
-    except Refused as exc:
+    except (Refused, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(f"error: {issue}", err=True)
         sys.exit(2)
     render_optimize(console, report)
     if json_out is not None:

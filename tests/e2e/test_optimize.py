@@ -159,3 +159,10 @@ def test_proposed_system_prompts_are_tried_on_the_dev_split(workdir: Path, upstr
     asks = [r.body for r in upstream.requests if r.body and r.body.get("model") == "gpt-4o-mini"]
     assert asks and "expected: M" in asks[0]["messages"][-1]["content"]
     assert "Route the input." in asks[0]["messages"][-1]["content"]
+
+
+def test_a_policy_without_a_held_out_set_is_refused(workdir: Path) -> None:
+    (workdir / "policies/router.yaml").write_text(POLICY.split("eval:")[0])
+    done = _prefit(workdir, "optimize", "router", "--train", "train.jsonl")
+    assert done.returncode == 2
+    assert "has no `eval.dataset`" in done.stderr and "Traceback" not in done.stderr
