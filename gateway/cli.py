@@ -427,3 +427,121 @@ def ingest(collection: str, paths: tuple[Path, ...], prune: bool, config_path: P
     finally:
         hub.close()
     Console(width=None if sys.stdout.isatty() else 160).print(report_table(report))
+
+
+@main.command()
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--train", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Training JSONL.")
+@click.option("--budget", default=200, show_default=True, type=int, help="Upstream calls the search may make.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and the restarts.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report.")
+@click.option("--write", is_flag=True, help="Add the winner to the policy file as variant `optimized` (weight 0).")
+@click.option("--propose", default=None, metavar="POLICY", help="A policy that proposes system prompt rewrites.")
+@_config_option
+def optimize(
+    policy_name: str,
+    train: Path,
+    budget: int,
+    seed: int,
+    json_out: Path | None,
+    write: bool,
+    propose: str | None,
+    config_path: Path | None,
+) -> None:
+    """Search few-shot examples (and prompts) on a dev split; confirm the best on the held-out set."""
+    import asyncio
+
+    import orjson
+
+    from gateway.eval.candidates import policy_path
+    from gateway.eval.optimize import OptimizeOptions, Refused, run_optimize
+    from gateway.eval.optimize_report import console_for_cli, render_optimize
+    from gateway.eval.writeback import write_optimized
+
+    configure_logging("warning")
+    settings_file = find_settings_file(config_path)
+    config = _load_or_exit(config_path)
+    options = OptimizeOptions(policy_name, train, settings_file, budget, seed, propose)
+    console = console_for_cli()
+    try:
+        report = asyncio.run(run_optimize(config, options, console))
+    except (Refused, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(f"error: {issue}", err=True)
+        sys.exit(2)
+    render_optimize(console, report)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if write and report["winner"] is not None and report["stopped"] is None:
+        target = policy_path(config.policies[policy_name])
+        try:
+            examples = write_optimized(target, report["winner"], settings_file)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                click.echo(f"error: {issue}", err=True)
+            sys.exit(1)
+        console.print(
+            f"wrote variant `optimized` (weight 0) to {target}" + (f", examples in {examples}" if examples else "")
+        )
+    elif write:
+        console.print("[yellow]nothing written[/yellow]: the search did not finish with a confirmed winner")
+    sys.exit(1 if report["stopped"] else 0)
+
+
+@main.command(name="export-finetune")
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--variant", default=None, help="Variant whose prompt renders the lines (default: the serving one).")
+@click.option("--train", type=click.Path(dir_okay=False, path_type=Path), help="JSONL; default: the few-shot examples.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The JSONL to write.")
+@_config_option
+def export_finetune_command(
+    policy_name: str, variant: str | None, train: Path | None, out: Path, config_path: Path | None
+) -> None:
+    """Write OpenAI chat fine-tuning JSONL rendered through a variant's prompt, held-out items excluded."""
+    from gateway.errors import PrefitError
+    from gateway.eval.finetune import export_finetune
+
+    resources = ResourceHub()
+    config = _load_or_exit(config_path, resources)
+    try:
+        summary = export_finetune(config, policy_name, variant, train, out, resources)
+    except (ValueError, PrefitError, ConfigError) as exc:
+        click.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        sys.exit(2)
+    finally:
+        resources.close()
+    click.echo(
+        f"wrote {summary.written} line(s) to {summary.out} from {summary.source} through variant "
+        f"{summary.variant!r}; {summary.excluded_heldout} held-out item(s) excluded"
+    )
+
+
+@main.command()
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--train", type=click.Path(dir_okay=False, path_type=Path), help="Labelled JSONL for the k-sweep.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the advice.")
+@_config_option
+def advise(policy_name: str, train: Path | None, json_out: Path | None, config_path: Path | None) -> None:
+    """Keep prompting, or fine-tune? The format, cost and capability signals, and one verdict."""
+    import asyncio
+
+    import orjson
+
+    from gateway.eval.advise import AdviseOptions, render_advice, run_advise
+    from gateway.eval.optimize_report import console_for_cli
+
+    configure_logging("warning")
+    settings_file = find_settings_file(config_path)
+    config = _load_or_exit(config_path)
+    console = console_for_cli()
+    try:
+        advice = asyncio.run(run_advise(config, AdviseOptions(policy_name, settings_file, train), console))
+    except (ValueError, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    render_advice(console, advice)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(advice, option=orjson.OPT_INDENT_2))

@@ -33,7 +33,7 @@ from gateway.retrieval.resources import NO_RESOURCES
 from gateway.settings import DEFAULT_SETTINGS_YAML, Settings
 from middleware.base import BuildContext, Layer, LayerError, Resources
 
-__all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "load_config"]
+__all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "load_config", "load_policy_file"]
 
 log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -508,6 +508,17 @@ def _load_policies(
         located[policy.name] = where
     _check_chains(policies, located, issues)
     return policies
+
+
+def load_policy_file(path: Path, config: Config, resources: Resources | None = None) -> LoadedPolicy:
+    """Load one policy file against ``config``'s settings (e.g. a generated candidate beside the real
+    one, so its ``file:`` references resolve the same way). Raises ``ConfigError``."""
+    issues: list[ConfigIssue] = []
+    hub = resources if resources is not None else NO_RESOURCES
+    loaded = _load_policy(path, config.settings, config.base_dir, hub, issues)
+    if loaded is None or issues:
+        raise ConfigError(issues or [ConfigIssue(str(path), "the policy did not load")])
+    return loaded[0]
 
 
 def _used_upstreams(settings: Settings, policies: Mapping[str, LoadedPolicy]) -> set[str]:

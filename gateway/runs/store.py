@@ -88,6 +88,8 @@ def _read(path: Path) -> StoredRun | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("variants"), dict):
         return None
+    if data.get("sweep"):  # a k-sweep `prefit advise` stored: evidence, not an iteration of the policy
+        return None
     return StoredRun(str(data.get("run_id") or path.stem), path, data)
 
 

@@ -24,6 +24,9 @@ Behaviour is chosen by the requested model name so one server serves every test:
   ``tests/fakes/responses.py``
 - ``fake-judge``: a grader for eval judge tests: ``5`` when the ``Output:`` of the last user message
   equals its ``Expected:``, else ``2``; ``fake-judge-words``: always ``Looks fine to me.``
+- ``fake-shown``: learns only from what it is shown: the answer of a few-shot example whose input
+  starts with the same word as the last user message, else ``unknown`` (an empty answer for an
+  input starting with ``mute``); a 500 when an example shown starts with ``crash``
 - ``fake-no-usage``: the echo, but as llama.cpp's server answers: no ``usage`` in a whole answer,
   and ``stream_options.include_usage`` ignored in a stream
 """
@@ -247,6 +250,10 @@ class FakeUpstream:
             return _json(_completion(model, _copied_label(body.get("messages", []))))
         if model in ("fake-judge", "fake-judge-words"):
             return _json(_completion(model, _grade(model, _last_user_text(body.get("messages", [])))))
+        if model == "fake-shown":
+            if _shows_crash(body.get("messages", [])):
+                return _json(_error("scripted crash", "server_error"), 500)
+            return _json(_completion(model, _shown_label(body.get("messages", []))))
         if model in ("fake-json-flaky", "fake-json-bad", "fake-json-good", "fake-reason"):
             return _json(_completion(model, _scripted_text(model, body)))
         return None
@@ -420,6 +427,26 @@ def _grade(model: str, text: str) -> str:
         return "Looks fine to me."
     expected, _, output = text.partition("Expected:\n")[2].partition("\n\nOutput:\n")
     return "5" if expected.strip() == output.strip() else "2"
+
+
+def _shows_crash(messages: list[dict[str, Any]]) -> bool:
+    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    return any(text.startswith("crash") for text in users[:-1])
+
+
+def _shown_label(messages: list[dict[str, Any]]) -> str:
+    """In-context learning that needs the right example: an answer shown for an input of the same kind."""
+    texts = [(m.get("role"), str(m.get("content") or "")) for m in messages]
+    users = [index for index, (role, _) in enumerate(texts) if role == "user"]
+    if not users:
+        return "unknown"
+    kind = (texts[users[-1]][1].split() or [""])[0].casefold()
+    if kind == "mute":
+        return ""
+    for index in users[:-1]:
+        if texts[index + 1][0] == "assistant" and texts[index][1].casefold().split()[:1] == [kind]:
+            return texts[index + 1][1]
+    return "unknown"
 
 
 def _scripted_text(model: str, body: dict[str, Any]) -> str:
