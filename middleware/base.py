@@ -91,9 +91,16 @@ class Resources(Protocol):
         ...
 
     async def search(
-        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+        self,
+        collection: str,
+        vector: list[float],
+        top_k: int,
+        min_score: float | None,
+        filter: dict[str, str] | None,
+        text: str | None = None,
     ) -> list[Passage]:
-        """The closest stored items. Raises ``ResourceError``."""
+        """The closest stored items; with the query's ``text``, a hybrid (dense + BM25) search where
+        the collection holds sparse vectors. Raises ``ResourceError``."""
         ...
 
 

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from gateway.retrieval.embedding import Embedder, EmbeddingError, default_cache_dir
+from gateway.retrieval.sparse import SparseEncoder
 from gateway.retrieval.vectors import VectorStore, VectorStoreError, VectorStoreLocked, VectorStoreUnreachable
 from gateway.settings import EmbeddingSettings, QdrantSettings, Settings
 from middleware.base import Passage, ResourceError
@@ -50,6 +51,7 @@ class ResourceHub:
         self._base_dir = Path.cwd()
         self._embedder: Embedder | None = None
         self._store: VectorStore | None = None
+        self._sparse = SparseEncoder()
         self._lock = threading.Lock()
 
     def configure(self, settings: Settings, base_dir: Path) -> None:
@@ -91,13 +93,20 @@ class ResourceHub:
             raise ResourceError(f"embedding failed: {exc}", "embed_failed") from exc
 
     async def search(
-        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+        self,
+        collection: str,
+        vector: list[float],
+        top_k: int,
+        min_score: float | None,
+        filter: dict[str, str] | None,
+        text: str | None = None,
     ) -> list[Passage]:
         try:
             store = self.store()
             if not await store.acollection_exists(collection):
                 raise _missing(collection)
-            hits = await store.asearch(collection, vector, top_k, min_score, filter)
+            sparse = self._sparse.query(text) if text else None
+            hits = await store.asearch(collection, vector, top_k, min_score, filter, sparse)
         except VectorStoreError as exc:
             raise ResourceError(f"vector search failed: {exc}", _reason(exc)) from exc
         return [Passage(str(hit.id), float(hit.score), dict(hit.payload)) for hit in hits]

@@ -32,11 +32,14 @@ import numpy as np
 import numpy.typing as npt
 from qdrant_client import QdrantClient, models
 
+from gateway.retrieval.sparse import SparseVector
 from gateway.retrieval.threads import ThreadLane
 
 __all__ = [
     "DEFAULT_PATH",
+    "DENSE",
     "MEMORY",
+    "SPARSE",
     "Hit",
     "Point",
     "VectorStore",
@@ -50,6 +53,10 @@ MEMORY = ":memory:"  # an embedded store that is never written to disk
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 1024
 _MASK_CACHE = 256  # filter masks kept per collection copy
+DENSE = "dense"  # the named dense vector of a hybrid collection
+SPARSE = "bm25"  # the named sparse vector (BM25 term frequencies, IDF applied by Qdrant)
+_PREFETCH_FACTOR = 5  # each side of a hybrid search offers top_k * this candidates to the fusion
+_PREFETCH_MIN = 20
 _T = TypeVar("_T")
 _Vector = Sequence[float]
 
@@ -92,11 +99,13 @@ def _store_error(message: str, exc: BaseException) -> VectorStoreError:
 
 
 class Point(NamedTuple):
-    """One vector to store, with its id (a UUID string) and JSON payload."""
+    """One vector to store, with its id (a UUID string), JSON payload and, for hybrid search, its
+    sparse BM25 vector (ignored by a dense-only collection)."""
 
     id: str
     vector: _Vector
     payload: Mapping[str, Any]
+    sparse: SparseVector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,7 @@ class VectorStore:
             threading.RLock() if self.embedded else contextlib.nullcontext()
         )
         self._matrices: dict[str, _Matrix] | None = {} if self.embedded and memory_index else None
+        self._hybrid: dict[str, bool] = {}  # collection -> has sparse vectors (a layout never changes)
         self._lane = ThreadLane(f"prefit-vectors-{id(self)}", max_concurrency)
         self._client = self._open(url, api_key, timeout_s)
 
@@ -184,35 +194,68 @@ class VectorStore:
         except Exception as exc:  # qdrant-client raises ValueError, HTTP and gRPC errors alike
             raise _store_error(f"checking collection {name!r} failed", exc) from exc
 
-    def ensure_collection(self, name: str, dimension: int) -> None:
+    def ensure_collection(self, name: str, dimension: int, *, hybrid: bool = True) -> None:
         """Create collection ``name`` for cosine search over ``dimension``-wide vectors, unless it exists.
 
-        Raises ``VectorStoreError`` when it exists with another width (the embedding model changed).
+        A new collection is hybrid (named ``dense`` and sparse ``bm25`` vectors, Qdrant applying the
+        IDF) unless ``hybrid=False``. Raises ``VectorStoreError`` when it exists with another width
+        (the embedding model changed).
         """
         with self._lock:
             if not self._client.collection_exists(name):
                 params = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
-                self._client.create_collection(name, vectors_config=params)
+                if hybrid:
+                    sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+                    self._client.create_collection(name, vectors_config={DENSE: params}, sparse_vectors_config=sparse)
+                else:
+                    self._client.create_collection(name, vectors_config=params)
                 self._forget(name)
+                self._hybrid[name] = hybrid
                 return
-            existing = self._client.get_collection(name).config.params.vectors
-        size = existing.size if isinstance(existing, models.VectorParams) else None
+        size = self.dimension(name)
         if size != dimension:
             raise VectorStoreError(
                 f"collection {name!r} holds vectors of width {size}, but the embedding model makes width "
                 f"{dimension}; ingest into a new collection or delete this one"
             )
 
+    def dimension(self, name: str) -> int | None:
+        """The width of the collection's dense vectors (None when it has none Prefit can use)."""
+        with self._lock:
+            vectors = self._client.get_collection(name).config.params.vectors
+        if isinstance(vectors, dict):
+            vectors = vectors.get(DENSE)
+        return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+    def is_hybrid(self, name: str) -> bool:
+        """Whether the collection holds sparse BM25 vectors beside the dense ones (remembered)."""
+        known = self._hybrid.get(name)
+        if known is None:
+            with self._lock:
+                params = self._client.get_collection(name).config.params
+            known = isinstance(params.vectors, dict) and SPARSE in (params.sparse_vectors or {})
+            self._hybrid[name] = known
+        return known
+
+    def delete_collection(self, name: str) -> None:
+        """Drop collection ``name`` and everything in it (nothing happens when it does not exist)."""
+        with self._lock:
+            self._client.delete_collection(name)
+            self._forget(name)
+            self._hybrid.pop(name, None)
+
     def count(self, name: str) -> int:
         with self._lock:
             return self._client.count(name, exact=True).count
 
     def upsert(self, name: str, points: Sequence[Point | tuple[str, _Vector, Mapping[str, Any]]]) -> None:
-        """Insert or replace ``points`` (id, vector, payload) in collection ``name``."""
-        for start in range(0, len(points), _UPSERT_BATCH):
+        """Insert or replace ``points`` in collection ``name`` (their sparse vectors too, when hybrid)."""
+        hybrid = self.is_hybrid(name)
+        given = [point if isinstance(point, Point) else Point(*point) for point in points]
+        for start in range(0, len(given), _UPSERT_BATCH):
             batch = [
-                models.PointStruct(id=point_id, vector=list(vector), payload=dict(payload))
-                for point_id, vector, payload in points[start : start + _UPSERT_BATCH]
+                models.PointStruct(id=point.id, vector=_stored(point, hybrid), payload=dict(point.payload))
+                for point in given[start : start + _UPSERT_BATCH]
             ]
             with self._lock:
                 self._client.upsert(name, points=batch, wait=True)
@@ -249,19 +292,27 @@ class VectorStore:
         top_k: int,
         min_score: float | None = None,
         filter: Mapping[str, str] | None = None,
+        sparse: SparseVector | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` most similar points, best first, scoring at least ``min_score``.
+        """The ``top_k`` best points, best first.
 
-        ``filter`` keeps only points whose payload has each key equal to its value (or, for a list
-        value, containing it). Raises ``VectorStoreError`` when the search fails.
+        Dense (no ``sparse``, or a collection without sparse vectors): by cosine similarity, at
+        least ``min_score``. Hybrid: the dense and the BM25 candidates fused by reciprocal rank
+        in Qdrant's query API (scores are then fusion scores; ``min_score`` still drops dense
+        candidates less similar than it, never keyword matches). ``filter`` keeps only points
+        whose payload has each key equal to its value (or, for a list value, containing it).
+        Raises ``VectorStoreError`` when the search fails.
         """
         try:
+            if sparse is not None and sparse.indices and self.is_hybrid(name):
+                return self._fused(name, vector, sparse, top_k, min_score, filter)
             if self._matrices is not None:
                 return self._matrix(name).search(vector, top_k, min_score, filter or {})
             with self._lock:
                 response = self._client.query_points(
                     name,
                     query=list(vector),
+                    using=DENSE if self.is_hybrid(name) else None,
                     limit=top_k,
                     score_threshold=min_score,
                     query_filter=_match(filter) if filter else None,
@@ -273,6 +324,36 @@ class VectorStore:
             raise _store_error(f"search in collection {name!r} failed", exc) from exc
         return [Hit(str(point.id), point.score, dict(point.payload or {})) for point in response.points]
 
+    def _fused(
+        self,
+        name: str,
+        vector: _Vector,
+        sparse: SparseVector,
+        top_k: int,
+        min_score: float | None,
+        filter: Mapping[str, str] | None,
+    ) -> list[Hit]:
+        where = _match(filter) if filter else None
+        depth = max(top_k * _PREFETCH_FACTOR, _PREFETCH_MIN)
+        prefetch = [
+            models.Prefetch(query=list(vector), using=DENSE, limit=depth, score_threshold=min_score, filter=where),
+            models.Prefetch(
+                query=models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
+                using=SPARSE,
+                limit=depth,
+                filter=where,
+            ),
+        ]
+        with self._lock:
+            response = self._client.query_points(
+                name,
+                prefetch=prefetch,
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=top_k,
+                with_payload=True,
+            )
+        return [Hit(str(point.id), point.score, dict(point.payload or {})) for point in response.points]
+
     async def asearch(
         self,
         name: str,
@@ -280,9 +361,10 @@ class VectorStore:
         top_k: int,
         min_score: float | None = None,
         filter: Mapping[str, str] | None = None,
+        sparse: SparseVector | None = None,
     ) -> list[Hit]:
         """``search`` in a worker thread, so the event loop keeps serving."""
-        return await self._off_loop(lambda: self.search(name, vector, top_k, min_score, filter))
+        return await self._off_loop(lambda: self.search(name, vector, top_k, min_score, filter, sparse))
 
     async def acollection_exists(self, name: str) -> bool:
         """``collection_exists`` in a worker thread (for readiness checks)."""
@@ -325,6 +407,21 @@ class VectorStore:
                 return
 
 
+def _stored(point: Point, hybrid: bool) -> models.VectorStruct:
+    """A point's vectors as its collection's layout wants them: named (hybrid) or the one unnamed."""
+    if not hybrid:
+        return list(point.vector)
+    named: dict[str, models.Vector] = {DENSE: list(point.vector)}
+    if point.sparse is not None and point.sparse.indices:
+        named[SPARSE] = models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
+    return named
+
+
+def _dense(record: models.Record) -> Any:
+    vector = record.vector
+    return vector.get(DENSE) if isinstance(vector, dict) else vector
+
+
 def _match(conditions: Mapping[str, str]) -> models.Filter:
     return models.Filter(
         must=[models.FieldCondition(key=key, match=models.MatchValue(value=value)) for key, value in conditions.items()]
@@ -344,7 +441,7 @@ class _Matrix:
     def build(cls, records: list[models.Record]) -> _Matrix:
         if not records:
             return cls([], np.zeros((0, 0), dtype=np.float32), [])
-        vectors = np.array([record.vector for record in records], dtype=np.float32)
+        vectors = np.array([_dense(record) for record in records], dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.where(norms == 0, 1, norms)
         return cls([str(record.id) for record in records], vectors, [dict(record.payload or {}) for record in records])

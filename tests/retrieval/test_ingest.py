@@ -113,10 +113,13 @@ def test_payloads_carry_text_source_heading_chunk_and_metadata(searchable: Vecto
     price = searchable.search("docs", embedder.embed(["price promise"])[0], top_k=1)[0].payload
 
     assert lamp["source"] == "corpus/warranty.html"
-    assert lamp["heading"] == "Lamps and electrical items"
+    assert lamp["heading"] == "Product warranty \u203a Lamps and electrical items", "the whole heading path"
     assert lamp["kind"] == "passage"
     assert isinstance(lamp["chunk"], int)
-    assert lamp["text"].startswith("Lamps, fairy lights and other electrical items have a two-year warranty.")
+    assert lamp["text"].startswith(
+        "Product warranty \u203a Lamps and electrical items\n"
+        "Lamps, fairy lights and other electrical items have a two-year warranty."
+    ), "the stored text keeps its heading path"
     assert price["source"] == "corpus/faq.jsonl"
     assert (price["topic"], price["audience"]) == ("pricing", "consumer")
     assert searchable.count("docs") == CORPUS_CHUNKS
