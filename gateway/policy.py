@@ -405,5 +405,6 @@ VARIANT_OVERRIDABLE = frozenset(
         "description",
         "cache",
         "fallbacks",
+        "retrieval",
     }
 )

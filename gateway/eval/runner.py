@@ -27,6 +27,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from gateway.config.load import Config, LoadedPolicy
+from gateway.eval.retrieval import Retrieved, parse_context_header
 from gateway.eval.scoring import Scorer
 from gateway.server import create_app
 
@@ -39,6 +40,8 @@ class EvalItem:
     input: str | list[dict[str, Any]]
     expected: Any
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Sources (file names or chunk ids) a good retrieval inserts for this item.
+    expected_sources: tuple[str, ...] = ()
 
     def messages(self) -> list[dict[str, Any]]:
         if isinstance(self.input, str):
@@ -64,6 +67,8 @@ class ItemResult:
     cost_usd: float | None = None
     #: When the item finished (monotonic), so a report can name the first error that happened.
     finished_at: float = 0.0
+    #: The passages the policy's retrieval inserted, best first (from ``x-prefit-context-ids``).
+    retrieved: list[Retrieved] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +86,7 @@ class ItemResult:
             "cost_usd": self.cost_usd,
             "error": self.error,
             "cached": self.cached,
+            "retrieved": [{"id": r.id, "source": r.source} for r in self.retrieved],
         }
 
 
@@ -96,8 +102,17 @@ def load_dataset(path: Path) -> list[EvalItem]:
             raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
         if not isinstance(record, dict) or "input" not in record or "expected" not in record:
             raise ValueError(f"{path}:{number}: a record needs `input` and `expected`")
+        sources = record.get("expected_sources") or []
+        if not isinstance(sources, list) or not all(isinstance(name, str) for name in sources):
+            raise ValueError(f"{path}:{number}: `expected_sources` must be a list of file names or chunk ids")
         items.append(
-            EvalItem(str(record.get("id", number)), record["input"], record["expected"], record.get("metadata") or {})
+            EvalItem(
+                str(record.get("id", number)),
+                record["input"],
+                record["expected"],
+                record.get("metadata") or {},
+                tuple(sources),
+            )
         )
     if not items:
         raise ValueError(f"{path}: no records")
@@ -219,6 +234,7 @@ class Runner:
             usage = data.get("usage") or {}
             result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             result.completion_tokens = int(usage.get("completion_tokens") or 0)
+            result.retrieved = parse_context_header(reply.headers.get("x-prefit-context-ids"))
         if path is not None and result.error is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(
@@ -229,6 +245,7 @@ class Runner:
                         "prompt_tokens": result.prompt_tokens,
                         "completion_tokens": result.completion_tokens,
                         "cost_usd": result.cost_usd,
+                        "retrieved": [[r.id, r.source] for r in result.retrieved],
                     }
                 )
             )
@@ -240,6 +257,7 @@ def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
     result.prompt_tokens = stored["prompt_tokens"]
     result.completion_tokens = stored["completion_tokens"]
     result.cost_usd = stored.get("cost_usd")
+    result.retrieved = [Retrieved(chunk_id, source) for chunk_id, source in stored.get("retrieved", [])]
 
 
 def _safe_score(scorer: Scorer, output: str, item: EvalItem) -> float:
