@@ -17,8 +17,8 @@ import pytest
 
 from gateway.retrieval.embedding import Embedder
 from gateway.retrieval.ingest import HEADING_SEPARATOR, IngestError, ingest, upgrade_hint
-from gateway.retrieval.sparse import SparseEncoder
-from gateway.retrieval.vectors import MEMORY, VectorStore, VectorStoreError
+from gateway.retrieval.sparse import SparseEncoder, SparseVector
+from gateway.retrieval.vectors import MEMORY, Point, VectorStore, VectorStoreError
 from tests.retrieval.test_ingest import QUESTIONS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -103,6 +103,45 @@ def test_hybrid_finds_every_code_and_is_no_worse_on_paraphrases(kb: VectorStore,
     assert hybrid_codes == len(CODE_QUESTIONS), f"hybrid found {hybrid_codes} of {len(CODE_QUESTIONS)} codes"
     assert hybrid_codes >= dense_codes
     assert hybrid_paraphrases >= dense_paraphrases, (hybrid_paraphrases, dense_paraphrases)
+
+
+@pytest.mark.parametrize(
+    ("top_k", "min_score", "filter"), [(1, None, None), (4, None, None), (3, 0.3, None), (3, None, "error-codes")]
+)
+def test_the_in_memory_copy_answers_as_qdrant_does(
+    kb: VectorStore, embedder: Embedder, top_k: int, min_score: float | None, filter: str | None
+) -> None:
+    """The numpy path embedded searches use gives what qdrant-client's own query API gives.
+
+    Where BM25 scores tie (a common token such as the "e" of "E-4102"), the two order the tied
+    candidates differently, which can swap the last passage; the best passage and its score, and
+    all but one of the rest, must agree.
+    """
+    reference = VectorStore(path=MEMORY, memory_index=False)
+    reference.ensure_collection("kb", embedder.dimension)
+    for record in kb._scroll("kb", None, True, vectors=True):
+        vectors = record.vector if isinstance(record.vector, dict) else {}
+        sparse = vectors["bm25"]
+        reference.upsert(
+            "kb",
+            [
+                Point(
+                    str(record.id),
+                    vectors["dense"],
+                    record.payload or {},
+                    SparseVector(tuple(sparse.indices), tuple(sparse.values)),
+                )
+            ],
+        )
+    where = {"source": "hybrid/error-codes.md"} if filter else None
+    encoder = SparseEncoder()
+    for question, _ in CODE_QUESTIONS + PARAPHRASES:
+        vector, sparse = embedder.embed([question])[0], encoder.query(question)
+        fast = kb.search("kb", vector, top_k, min_score, where, sparse)
+        slow = reference.search("kb", vector, top_k, min_score, where, sparse)
+        assert (fast[0].id, fast[0].score) == (slow[0].id, pytest.approx(slow[0].score)), question
+        assert len(fast) == len(slow) and len({h.id for h in fast} & {h.id for h in slow}) >= len(slow) - 1, question
+    reference.close()
 
 
 def test_a_query_of_stopwords_only_falls_back_to_dense(kb: VectorStore, embedder: Embedder) -> None:
