@@ -11,7 +11,9 @@ truncation set to the model's 256 tokens, and fastembed loads that folder throug
 ``model_dir`` takes any other ONNX model folder instead.
 
 One model instance serves every caller. ``aembed`` runs the CPU work in a worker thread under a
-bounded ``anyio.CapacityLimiter``, so the event loop never waits on the model.
+bounded ``anyio.CapacityLimiter``, so the event loop never waits on the model; ``aembed_query``
+batches the queries of concurrent requests into one call and caches recent ones (see
+``gateway.retrieval.batching``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from gateway.retrieval.batching import QueryBatcher
 from gateway.retrieval.threads import ThreadLane
 
 if TYPE_CHECKING:
@@ -198,6 +201,7 @@ class Embedder:
         self._dimension = 0
         self._load_lock = threading.Lock()
         self._lane = ThreadLane(f"prefit-embedder-{id(self)}", max_concurrency)
+        self._queries = QueryBatcher(self.embed, self._lane)
 
     @property
     def dimension(self) -> int:
@@ -224,6 +228,16 @@ class Embedder:
         if not texts:
             return []
         return await self._lane.run(lambda: self.embed(texts))
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """One query's vector: cached when recently seen, else embedded in one batch with the
+        queries of other requests queued meanwhile. Raises ``EmbeddingError``."""
+        return await self._queries.embed(text)
+
+    @property
+    def batches(self) -> int:
+        """Model calls made for single queries so far (fewer than queries when they were batched)."""
+        return self._queries.batches
 
     def _loaded(self) -> TextEmbedding:
         model = self._model

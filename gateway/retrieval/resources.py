@@ -88,6 +88,8 @@ class ResourceHub:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         try:
+            if len(texts) == 1:  # a request's query: batched with other requests', and cached
+                return [await self.embedder().aembed_query(texts[0])]
             return await self.embedder().aembed(texts)
         except EmbeddingError as exc:
             raise ResourceError(f"embedding failed: {exc}", "embed_failed") from exc
