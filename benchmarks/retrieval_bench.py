@@ -9,7 +9,12 @@ late the event loop wakes from a 1 ms sleep: that lateness is what requests to p
 retrieval would feel. Target: at most 5 ms added p50 at concurrency 1.
 
     .venv/bin/python benchmarks/retrieval_bench.py [--chunks 10000] [--requests 300] [--concurrency 1,16]
-        [--top-k 4] [--path DIR] [--embed-chunks] [--embed-threads 1] [--json out.json]
+        [--top-k 4] [--path DIR] [--embed-chunks] [--embed-threads 1] [--mode hybrid|dense] [--unbatched]
+        [--json out.json]
+
+Queries go through ``Embedder.aembed_query`` (batched across concurrent requests, recent ones
+cached) as the retrieval layer sends them; ``--unbatched`` embeds each alone (the old path).
+``--mode hybrid`` (the default) also sends the BM25 query vector; chunks always get both.
 
 Stored vectors are random unit vectors unless ``--embed-chunks`` (exact search costs the same
 either way; embedding 10,000 chunks takes minutes). ``--path`` keeps the collection for the next
@@ -38,6 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.retrieval.embedding import Embedder
+from gateway.retrieval.sparse import SparseEncoder
 from gateway.retrieval.vectors import Point, VectorStore
 
 COLLECTION = "bench-chunks"
@@ -98,6 +104,7 @@ def chunk_texts(count: int) -> Iterator[str]:
 def chunk_batches(chunks: int, embedder: Embedder, embed_chunks: bool) -> Iterator[list[Point]]:
     """The collection's points, 512 at a time, the same on every run (seeded)."""
     rng = np.random.default_rng(1)
+    encoder = SparseEncoder()
     texts = list(chunk_texts(chunks))
     for start in range(0, chunks, 512):
         batch = texts[start : start + 512]
@@ -106,9 +113,10 @@ def chunk_batches(chunks: int, embedder: Embedder, embed_chunks: bool) -> Iterat
         else:
             raw = rng.normal(size=(len(batch), embedder.dimension))
             vectors = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).tolist()
+        sparse = encoder.documents(batch)
         yield [
-            Point(str(uuid.UUID(int=n + 1)), vector, {"text": text, "source": f"docs/{n % 250}.md", "chunk": n})
-            for n, (text, vector) in enumerate(zip(batch, vectors, strict=True), start)
+            Point(str(uuid.UUID(int=n + 1)), vector, {"text": text, "source": f"docs/{n % 250}.md", "chunk": n}, bm25)
+            for n, (text, vector, bm25) in enumerate(zip(batch, vectors, sparse, strict=True), start)
         ]
 
 
@@ -190,13 +198,19 @@ async def run_level(
 
 
 def retrieval_step(
-    embedder: Embedder, store: VectorStore, top_k: int
+    embedder: Embedder, store: VectorStore, args: argparse.Namespace
 ) -> Callable[[str], Awaitable[tuple[float, float]]]:
+    encoder = SparseEncoder()
+
     async def step(question: str) -> tuple[float, float]:
         started = time.perf_counter()
-        vector = (await embedder.aembed([question]))[0]
+        if args.unbatched:
+            vector = (await embedder.aembed([question]))[0]
+        else:
+            vector = await embedder.aembed_query(question)
         embedded = time.perf_counter()
-        await store.asearch(COLLECTION, vector, top_k=top_k, min_score=0.2)
+        sparse = encoder.query(question) if args.mode == "hybrid" else None
+        await store.asearch(COLLECTION, vector, top_k=args.top_k, min_score=0.2, sparse=sparse)
         return embedded - started, time.perf_counter() - embedded
 
     return step
@@ -205,7 +219,7 @@ def retrieval_step(
 async def measure(
     args: argparse.Namespace, embedder: Embedder, store: VectorStore, exact: VectorStore | None
 ) -> list[Row]:
-    step = retrieval_step(embedder, store, args.top_k)
+    step = retrieval_step(embedder, store, args)
     await run_level("warm-up", 4, 40, step)
     rows: list[Row] = []
     idle_stop, idle_lags = asyncio.Event(), list[float]()
@@ -224,7 +238,7 @@ async def measure(
                 "embed + qdrant local search",
                 1,
                 max(20, args.requests // 5),
-                retrieval_step(embedder, exact, args.top_k),
+                retrieval_step(embedder, exact, args),
             )
         )
     return rows
@@ -286,6 +300,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--embed-threads", type=int, default=1, help="the embedder's max_concurrency")
     parser.add_argument("--onnx-threads", type=int, default=1, help="ONNX Runtime threads per call (0: all cores)")
     parser.add_argument("--no-qdrant-compare", action="store_true", help="skip qdrant-client's own local search row")
+    parser.add_argument("--mode", choices=["hybrid", "dense"], default="hybrid", help="retrieval.mode to measure")
+    parser.add_argument("--unbatched", action="store_true", help="embed each query alone (no batching, no cache)")
     parser.add_argument("--json", type=Path)
     return parser.parse_args()
 

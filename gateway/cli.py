@@ -406,13 +406,14 @@ def diff(run_a: str, run_b: str, json_out: Path | None, config_path: Path | None
 @click.argument("collection")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--prune", is_flag=True, help="Remove chunks of files that are not among PATHS any more.")
+@click.option("--recreate", is_flag=True, help="Drop COLLECTION first and rebuild it (upgrades dense-only to hybrid).")
 @_config_option
-def ingest(collection: str, paths: tuple[Path, ...], prune: bool, config_path: Path | None) -> None:
+def ingest(collection: str, paths: tuple[Path, ...], prune: bool, recreate: bool, config_path: Path | None) -> None:
     """Chunk, embed and upsert documents (.md .txt .html .jsonl) into COLLECTION; unchanged files cost nothing."""
     from rich.console import Console
 
     from gateway.retrieval.embedding import EmbeddingError
-    from gateway.retrieval.ingest import IngestError, report_table
+    from gateway.retrieval.ingest import IngestError, report_table, upgrade_hint
     from gateway.retrieval.ingest import ingest as run_ingest
     from gateway.retrieval.vectors import VectorStoreError
 
@@ -420,13 +421,20 @@ def ingest(collection: str, paths: tuple[Path, ...], prune: bool, config_path: P
     _load_or_exit(config_path, hub)
     console = Console(stderr=True)
     try:
-        report = run_ingest(hub.store(), hub.embedder(), collection, list(paths), prune=prune, console=console)
+        store, embedder = hub.store(), hub.embedder()
+        report = run_ingest(store, embedder, collection, list(paths), prune=prune, recreate=recreate, console=console)
     except (IngestError, EmbeddingError, VectorStoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:
         hub.close()
     Console(width=None if sys.stdout.isatty() else 160).print(report_table(report))
+    if not report.hybrid:
+        click.echo(f"note: {upgrade_hint(collection)}", err=True)
+    for file in report.skipped:
+        click.echo(f"error: skipped {file.source}: {file.error}", err=True)
+    if report.skipped:
+        sys.exit(1)
 
 
 @main.command()

@@ -144,7 +144,8 @@ class Metrics:
             Counter(
                 "prefit_retrieval_errors",
                 "Vector-store searches (retrieval, dynamic few-shot) that could not run, by policy and reason "
-                "(store_locked, store_unreachable, collection_missing, embed_failed, timeout, other).",
+                "(store_locked, store_unreachable, collection_missing, embedder_mismatch, embed_failed, timeout, "
+                "other).",
                 ["policy", "reason"],
                 registry=r,
             )

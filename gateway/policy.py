@@ -172,6 +172,12 @@ class RetrievalSpec(_Spec):
     query: Literal["last_user", "all_user"] = Field(
         default="last_user", description="What is embedded: the last user message, or every user message."
     )
+    mode: Literal["dense", "hybrid"] = Field(
+        default="hybrid",
+        description="`hybrid`: dense and BM25 keyword candidates fused by reciprocal rank (finds exact codes and "
+        "part numbers too); `dense`: embedding similarity only. A collection ingested before hybrid search "
+        "is searched dense either way.",
+    )
     filter: dict[str, str] = Field(
         default_factory=dict,
         description="Payload field -> request `metadata` key: only passages whose field equals that value.",
@@ -442,5 +448,6 @@ VARIANT_OVERRIDABLE = frozenset(
         "cache",
         "fallbacks",
         "steps",
+        "retrieval",
     }
 )

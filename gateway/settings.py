@@ -160,6 +160,24 @@ class EmbeddingSettings(_Strict):
         default=None, description="Where the bundled model is assembled: default $PREFIT_MODEL_DIR or .prefit/models."
     )
     max_concurrency: int = Field(default=1, ge=1, le=16, description="Embedding calls run at once (threads).")
+    upstream: str | None = Field(
+        default=None,
+        description="Embed queries and ingested chunks through this upstream's `/v1/embeddings` (a TEI or vLLM "
+        "embedding server, or OpenAI) instead of the in-process model. A collection remembers which embedder "
+        "made it and refuses another.",
+        examples=["embedder"],
+    )
+    model: str | None = Field(
+        default=None,
+        description="The embedding model to ask `upstream` for (required with `upstream`).",
+        examples=["text-embedding-3-small"],
+    )
+
+    @model_validator(mode="after")
+    def _model_with_upstream(self) -> EmbeddingSettings:
+        if (self.upstream is None) != (self.model is None):
+            raise ValueError("embedding.upstream and embedding.model go together")
+        return self
 
 
 class Limits(_Strict):
@@ -278,6 +296,8 @@ class Settings(_Strict):
     def _default_upstream_exists(self) -> Settings:
         if self.default_upstream is not None and self.default_upstream not in self.upstreams:
             raise ValueError(f"default_upstream {self.default_upstream!r} is not one of the upstreams")
+        if self.embedding.upstream is not None and self.embedding.upstream not in self.upstreams:
+            raise ValueError(f"embedding.upstream {self.embedding.upstream!r} is not one of the upstreams")
         return self
 
 

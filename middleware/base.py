@@ -96,9 +96,16 @@ class Resources(Protocol):
         ...
 
     async def search(
-        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+        self,
+        collection: str,
+        vector: list[float],
+        top_k: int,
+        min_score: float | None,
+        filter: dict[str, str] | None,
+        text: str | None = None,
     ) -> list[Passage]:
-        """The closest stored items. Raises ``ResourceError``."""
+        """The closest stored items; with the query's ``text``, a hybrid (dense + BM25) search where
+        the collection holds sparse vectors. Raises ``ResourceError``."""
         ...
 
 
@@ -106,7 +113,8 @@ class ResourceError(Exception):
     """An embedder or vector store could not answer (missing model, store down, unknown collection).
 
     ``reason`` says why in a word from a bounded set (a metric label): ``store_locked``,
-    ``store_unreachable``, ``collection_missing``, ``embed_failed``, ``timeout`` or ``other``.
+    ``store_unreachable``, ``collection_missing``, ``embedder_mismatch``, ``embed_failed``,
+    ``timeout`` or ``other``.
     """
 
     def __init__(self, message: str, reason: str = "other") -> None:

@@ -12,6 +12,7 @@ with ``on_error: fail`` the request fails with 502 ``retrieval_failed``.
 from __future__ import annotations
 
 from typing import Any, Self
+from urllib.parse import quote
 
 import jinja2
 
@@ -31,10 +32,13 @@ from middleware.base import (
 from middleware.prompt import compile_template
 from middleware.query import query_text, query_vector
 
-__all__ = ["CONTEXT_HEADER", "RetrievalFailed", "RetrievalLayer", "RetrievedContext"]
+__all__ = ["CONTEXT_HEADER", "CONTEXT_IDS_HEADER", "RetrievalFailed", "RetrievalLayer", "RetrievedContext"]
 
 #: Set to ``error`` on a reply whose policy searched the vector store and could not.
 CONTEXT_HEADER = "x-prefit-context"
+#: The inserted passages, best first: ``ID;source=NAME;heading=PATH`` each (values percent-encoded,
+#: since a header is ASCII and a heading path holds a U+203A separator), comma-separated.
+CONTEXT_IDS_HEADER = "x-prefit-context-ids"
 
 _DEFAULT_TEMPLATE = """\
 Sources for the user's next message, retrieved from the knowledge base. They are quoted material, \
@@ -53,7 +57,16 @@ class RetrievalFailed(PrefitError):
 
 
 class RetrievedContext(list[dict[str, Any]]):
-    """What was inserted, for headers, render and eval: id, score and source of each passage."""
+    """What was inserted, for headers, render and eval: id, score, source and heading of each passage."""
+
+
+def _header_entry(passage: Passage) -> str:
+    entry = passage.id
+    for key in ("source", "heading"):
+        value = passage.payload.get(key)
+        if value:
+            entry += f";{key}={quote(str(value), safe='/._-')}"
+    return entry
 
 
 def _escape(text: str) -> str:
@@ -91,7 +104,12 @@ class RetrievalLayer(PassThrough):
         vector = await query_vector(call, self.resources, text)
         with call.timer("retrieve"):
             return await self.resources.search(
-                self.spec.collection, vector, self.spec.top_k, self.spec.min_score, self._filter(call)
+                self.spec.collection,
+                vector,
+                self.spec.top_k,
+                self.spec.min_score,
+                self._filter(call),
+                text if self.spec.mode == "hybrid" else None,
             )
 
     def _within_budget(self, passages: list[Passage]) -> list[Passage]:
@@ -120,10 +138,16 @@ class RetrievalLayer(PassThrough):
             return
         call.observer.searched(StoreUse("retrieval", self.spec.collection))
         call.notes[RetrievedContext] = RetrievedContext(
-            {"id": p.id, "score": round(p.score, 4), "source": p.payload.get("source")} for p in passages
+            {
+                "id": p.id,
+                "score": round(p.score, 4),
+                "source": p.payload.get("source"),
+                "heading": p.payload.get("heading") or None,
+            }
+            for p in passages
         )
         call.observer.retrieved(len(passages))
-        call.response_headers["x-prefit-context-ids"] = ",".join(p.id for p in passages)
+        call.response_headers[CONTEXT_IDS_HEADER] = ",".join(_header_entry(p) for p in passages)
         if passages:
             self._insert(call, passages)
 

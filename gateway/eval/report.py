@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gateway.eval.retrieval import retrieval_metrics
 from gateway.eval.runner import ItemResult
 from gateway.eval.stats import mcnemar_exact, percentile, wilson
 from gateway.eval.steps import step_means
@@ -42,6 +43,8 @@ class Summary:
     #: The error that happened first (by time, not by item id): later ones are often its echo,
     #: such as an open circuit after connection failures.
     first_error: str | None = None
+    #: ``{recall_at_k, mrr, k, n}`` over the items with ``expected_sources``; None when none has any.
+    retrieval: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ def summarise(variant: str, results: list[ItemResult], metrics: list[str]) -> Su
         _total_cost(results),
         results,
         min(failed, key=lambda r: r.finished_at).error if failed else None,
+        retrieval_metrics([(r.retrieved, r.item.expected_sources) for r in results]),
     )
 
 
@@ -195,6 +199,12 @@ def render_report(
             f"exact McNemar p = {c.p_value:.4f}" + (f"; regressed: {', '.join(c.regressed)}" if c.regressed else "")
         )
     for s in summaries:
+        if s.retrieval is not None:
+            r = s.retrieval
+            console.print(
+                f"{s.variant} retrieval: recall@{r['k']} {r['recall_at_k']:.3f}, MRR {r['mrr']:.3f} ({r['n']} items)"
+            )
+    for s in summaries:
         if s.first_error is not None:
             console.print(f"[yellow]{s.variant}: {s.errors} of {s.n} calls failed[/yellow]; first: {s.first_error}")
     for failure in failures:
@@ -249,6 +259,7 @@ def report_json(
                 "cached": s.cached,
                 "first_error": s.first_error,
                 "step_scores": _step_scores(s),
+                "retrieval": s.retrieval,
                 "items": [r.as_json() for r in s.results],
             }
             for s in summaries

@@ -27,6 +27,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from gateway.config.load import Config, LoadedPolicy
+from gateway.eval.retrieval import Retrieved, parse_context_header
 from gateway.eval.scoring import Scorer
 from gateway.eval.steps import score_steps
 from gateway.retrieval.resources import ResourceHub
@@ -45,15 +46,16 @@ class EvalItem:
     #: Where the record came from, so a message about it can name the file and line.
     source: str = ""
     line: int = 0
+    #: Step name -> what that chain step should say (scored beside the answer).
+    expected_steps: dict[str, Any] = field(default_factory=dict)
+    #: Sources (file names or chunk ids) a good retrieval inserts for this item.
+    expected_sources: tuple[str, ...] = ()
 
     def text(self) -> str:
         """The input as one string: a message list joins its turns' contents."""
         if isinstance(self.input, str):
             return self.input
         return "\n".join(str(m.get("content", "")) for m in self.input if isinstance(m, dict))
-
-    #: Step name -> what that chain step should say (scored beside the answer).
-    expected_steps: dict[str, Any] = field(default_factory=dict)
 
     def messages(self) -> list[dict[str, Any]]:
         if isinstance(self.input, str):
@@ -87,6 +89,8 @@ class ItemResult:
     steps: dict[str, Any] = field(default_factory=dict)
     #: Step name -> metric -> score, for the steps the item expects something of.
     step_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The passages the policy's retrieval inserted, best first (from ``x-prefit-context-ids``).
+    retrieved: list[Retrieved] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +114,7 @@ class ItemResult:
             "steps": self.steps,
             "expected_steps": self.item.expected_steps,
             "step_scores": self.step_scores,
+            "retrieved": [{"id": r.id, "source": r.source} for r in self.retrieved],
         }
 
 
@@ -131,6 +136,9 @@ def load_dataset(path: Path) -> list[EvalItem]:
         expected_steps = record.get("expected_steps") or {}
         if not isinstance(expected_steps, dict):
             raise ValueError(f"{path}:{number}: `expected_steps` must map step names to expected outputs")
+        sources = record.get("expected_sources") or []
+        if not isinstance(sources, list) or not all(isinstance(name, str) for name in sources):
+            raise ValueError(f"{path}:{number}: `expected_sources` must be a list of file names or chunk ids")
         ident = str(record.get("id", number))
         items.append(
             EvalItem(
@@ -141,6 +149,7 @@ def load_dataset(path: Path) -> list[EvalItem]:
                 source=str(path),
                 line=number,
                 expected_steps=expected_steps,
+                expected_sources=tuple(sources),
             )
         )
     if not items:
@@ -273,6 +282,7 @@ class Runner:
             usage = data.get("usage") or {}
             result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             result.completion_tokens = int(usage.get("completion_tokens") or 0)
+            result.retrieved = parse_context_header(reply.headers.get("x-prefit-context-ids"))
         if path is not None and result.error is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(
@@ -284,6 +294,7 @@ class Runner:
                         "completion_tokens": result.completion_tokens,
                         "cost_usd": result.cost_usd,
                         "steps": result.steps,
+                        "retrieved": [[r.id, r.source] for r in result.retrieved],
                     }
                 )
             )
@@ -296,6 +307,7 @@ def _restore(result: ItemResult, stored: dict[str, Any]) -> None:
     result.completion_tokens = stored["completion_tokens"]
     result.cost_usd = stored.get("cost_usd")
     result.steps = stored.get("steps") or {}
+    result.retrieved = [Retrieved(chunk_id, source) for chunk_id, source in stored.get("retrieved", [])]
 
 
 def _safe_score(scorer: Scorer, output: str, item: EvalItem) -> float:

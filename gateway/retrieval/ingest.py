@@ -7,6 +7,12 @@ re-ingested on every change). So:
   then sentence, boundaries, with a size cap and a little overlap; JSONL holds records with
   ``text`` and metadata, or labelled ``{"input", "output"}`` examples for dynamic few-shot (the
   input is embedded, ``kind: example``).
+- Each chunk's stored (and so injected) text starts with its heading path (``Returns \u203a Exceptions``
+  in the stored text), so a passage keeps the context its section gave it.
+- A new collection is hybrid: each point has a dense vector and a sparse BM25 vector (see
+  ``gateway.retrieval.sparse``). A collection made before hybrid search stays dense-only; the
+  report says so, and ``recreate`` rebuilds it.
+- A file that cannot be read is named in the report and skipped; the rest is ingested.
 - A point's id is a UUID derived from its whole payload (source, chunk index, heading, text,
   metadata), so a second run over unchanged files embeds and writes nothing, a changed file
   gets its new chunks and loses the stale ones, and ``prune`` drops files no longer given.
@@ -29,10 +35,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gateway.retrieval.chunking import Chunk, Chunking, chunk_markdown, html_to_markdown
-from gateway.retrieval.embedding import Embedder
-from gateway.retrieval.vectors import Point, VectorStore
+from gateway.retrieval.embedding import SentenceEmbedder
+from gateway.retrieval.sparse import SparseEncoder
+from gateway.retrieval.vectors import Point, VectorStore, mismatch
 
-__all__ = ["FORMATS", "FileReport", "IngestError", "IngestReport", "ingest", "report_table"]
+__all__ = [
+    "FORMATS",
+    "HEADING_SEPARATOR",
+    "FileReport",
+    "IngestError",
+    "IngestReport",
+    "ingest",
+    "report_table",
+    "upgrade_hint",
+]
+
+#: Joins a chunk's heading path, outermost first (U+203A): "Returns \u203a Exceptions".
+HEADING_SEPARATOR = " \u203a "
 
 FORMATS = {  # file suffix -> how it is read
     ".md": "markdown",
@@ -61,12 +80,18 @@ class FileReport:
     unchanged: int
     removed: int
     pruned: bool = False
+    error: str | None = None  # why the file was skipped (it could not be read)
 
 
 @dataclass(frozen=True, slots=True)
 class IngestReport:
     collection: str
     files: tuple[FileReport, ...]
+    hybrid: bool = True  # False: an older dense-only collection (searches stay dense)
+
+    @property
+    def skipped(self) -> tuple[FileReport, ...]:
+        return tuple(file for file in self.files if file.error is not None)
 
     @property
     def added(self) -> int:
@@ -90,46 +115,80 @@ class _Item:
 
 def ingest(
     store: VectorStore,
-    embedder: Embedder,
+    embedder: SentenceEmbedder,
     collection: str,
     paths: Sequence[str | Path],
     *,
     prune: bool = False,
+    recreate: bool = False,
     progress: bool = True,
     chunking: Chunking | None = None,
     base_dir: str | Path | None = None,
     console: Console | None = None,
+    sparse: SparseEncoder | None = None,
 ) -> IngestReport:
     """Bring ``collection`` in line with the files under ``paths`` (files or folders, walked).
 
     ``source`` payloads are paths relative to ``base_dir`` (default: the working directory).
-    Raises ``IngestError`` before writing anything when a path or a JSONL line is unusable;
-    ``EmbeddingError`` and ``VectorStoreError`` pass through.
+    ``recreate`` drops the collection first (to upgrade a dense-only one to hybrid, say).
+    Raises ``IngestError`` before writing anything when a path or a JSONL line is unusable or
+    nothing readable holds any text; ``EmbeddingError`` and ``VectorStoreError`` pass through.
     """
     chunking = chunking or Chunking()
-    files = [(source, _read(path, source, chunking)) for source, path in _collect(paths, Path(base_dir or "."))]
+    read = [(source, _read(path, source, chunking)) for source, path in _collect(paths, Path(base_dir or "."))]
+    files = [(source, items) for source, items in read if not isinstance(items, str)]
+    skipped = [FileReport(source, 0, 0, 0, 0, error=items) for source, items in read if isinstance(items, str)]
+    if not prune and not any(items for _, items in files):
+        raise IngestError(_nothing_found(paths, skipped))
+    if recreate:
+        store.delete_collection(collection)
     exists = store.collection_exists(collection)
+    recorded = store.embedder_of(collection) if exists else None
+    if recorded is not None and recorded != embedder.identity:
+        raise IngestError(mismatch(collection, recorded, embedder.identity))
     existing = store.source_index(collection) if exists else {}
     plans = [(source, items, existing.get(source, set())) for source, items in files]
     new_items = [[item for item in items if item.id not in old] for _, items, old in plans]
     if not exists or any(new_items):
-        store.ensure_collection(collection, embedder.dimension)
-    reports: list[FileReport] = []
+        store.ensure_collection(collection, embedder.dimension, embedder=embedder.identity)
+    hybrid = store.is_hybrid(collection)
+    encoder = (sparse or SparseEncoder()) if hybrid else None
+    reports: list[FileReport] = list(skipped)
     with _progress_bar(progress, console) as bar:
         task = bar.add_task("embedding", total=sum(map(len, new_items)))
         for (source, items, old), fresh in zip(plans, new_items, strict=True):
             bar.update(task, description=source)
             for start in range(0, len(fresh), _EMBED_BATCH):
                 batch = fresh[start : start + _EMBED_BATCH]
-                vectors = embedder.embed([item.text for item in batch])
-                store.upsert(collection, [Point(i.id, v, i.payload) for i, v in zip(batch, vectors, strict=True)])
+                store.upsert(collection, _points(batch, embedder, encoder))
                 bar.advance(task, len(batch))
             stale = old - {item.id for item in items}
             store.delete(collection, stale)
             reports.append(FileReport(source, len(items), len(fresh), len(items) - len(fresh), len(stale)))
     if prune:
         reports.extend(_prune(store, collection, existing, {source for source, _ in files}))
-    return IngestReport(collection, tuple(reports))
+    return IngestReport(collection, tuple(reports), hybrid)
+
+
+def _points(batch: list[_Item], embedder: SentenceEmbedder, encoder: SparseEncoder | None) -> list[Point]:
+    texts = [item.text for item in batch]
+    vectors = embedder.embed(texts)
+    sparse = encoder.documents(texts) if encoder is not None else [None] * len(batch)
+    return [Point(i.id, v, i.payload, s) for i, v, s in zip(batch, vectors, sparse, strict=True)]
+
+
+def _nothing_found(paths: Sequence[str | Path], skipped: list[FileReport]) -> str:
+    given = ", ".join(str(path) for path in paths)
+    unreadable = "".join(f"; {file.source}: {file.error}" for file in skipped)
+    return f"{given}: no text to ingest (formats: {_kinds()}){unreadable}"
+
+
+def upgrade_hint(collection: str) -> str:
+    """What to run to turn a dense-only collection into a hybrid one."""
+    return (
+        f"collection {collection!r} was made before hybrid search and holds dense vectors only, so its "
+        f"searches stay dense; to add BM25 vectors, rebuild it: prefit ingest {collection} PATHS --recreate"
+    )
 
 
 def _prune(store: VectorStore, collection: str, existing: dict[str, set[str]], keep: set[str]) -> list[FileReport]:
@@ -154,6 +213,8 @@ def report_table(report: IngestReport) -> Table:
     table.add_column("removed", justify="right", footer=str(report.removed))
     for file in report.files:
         source = f"{file.source} [dim](pruned)[/dim]" if file.pruned else file.source
+        if file.error is not None:
+            source = f"{file.source} [red](skipped: {file.error})[/red]"
         table.add_row(source, str(file.chunks), str(file.added), str(file.unchanged), str(file.removed))
     return table
 
@@ -186,11 +247,12 @@ def _source(path: Path, base_dir: Path) -> str:
     return (absolute.relative_to(base) if absolute.is_relative_to(base) else absolute).as_posix()
 
 
-def _read(path: Path, source: str, chunking: Chunking) -> list[_Item]:
+def _read(path: Path, source: str, chunking: Chunking) -> list[_Item] | str:
+    """The file's items, or why it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
-        raise IngestError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        return f"cannot read: {exc.strerror or exc}"
     kind = FORMATS[path.suffix.lower()]
     if kind == "jsonl":
         return _jsonl_items(text, source, chunking)
@@ -201,10 +263,11 @@ def _read(path: Path, source: str, chunking: Chunking) -> list[_Item]:
 
 
 def _passage(source: str, index: int, chunk: Chunk, metadata: dict[str, Any]) -> _Item:
-    payload = {**metadata, "kind": "passage", "text": chunk.text, "heading": chunk.heading}
+    heading = HEADING_SEPARATOR.join(chunk.path)
+    text = f"{heading}\n{chunk.text}" if heading else chunk.text
+    payload = {**metadata, "kind": "passage", "text": text, "heading": heading}
     payload |= {"source": source, "chunk": index}
-    embedded = "\n".join((" > ".join(chunk.path), chunk.text)) if chunk.path else chunk.text
-    return _Item(_point_id(payload), embedded, payload)
+    return _Item(_point_id(payload), text, payload)
 
 
 def _point_id(payload: dict[str, Any]) -> str:

@@ -16,9 +16,17 @@ import logging
 import threading
 from pathlib import Path
 
-from gateway.retrieval.embedding import Embedder, EmbeddingError, default_cache_dir
-from gateway.retrieval.vectors import VectorStore, VectorStoreError, VectorStoreLocked, VectorStoreUnreachable
-from gateway.settings import EmbeddingSettings, QdrantSettings, Settings
+from gateway.retrieval.embedding import Embedder, EmbeddingError, SentenceEmbedder, default_cache_dir
+from gateway.retrieval.remote import UpstreamEmbedder
+from gateway.retrieval.sparse import SparseEncoder
+from gateway.retrieval.vectors import (
+    VectorStore,
+    VectorStoreError,
+    VectorStoreLocked,
+    VectorStoreUnreachable,
+    mismatch,
+)
+from gateway.settings import EmbeddingSettings, QdrantSettings, Settings, UpstreamSettings
 from middleware.base import Passage, ResourceError
 
 __all__ = ["NO_RESOURCES", "ResourceHub", "Unavailable"]
@@ -49,7 +57,13 @@ class Unavailable:
         raise ResourceError("this configuration was loaded without an embedder", "other")
 
     async def search(
-        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+        self,
+        collection: str,
+        vector: list[float],
+        top_k: int,
+        min_score: float | None,
+        filter: dict[str, str] | None,
+        text: str | None = None,
     ) -> list[Passage]:
         raise ResourceError("this configuration was loaded without a vector store", "other")
 
@@ -69,8 +83,11 @@ class ResourceHub:
         self._qdrant: QdrantSettings | None = None
         self._embedding: EmbeddingSettings | None = None
         self._base_dir = Path.cwd()
-        self._embedder: Embedder | None = None
+        self._upstreams: dict[str, UpstreamSettings] = {}
+        self._embedder: SentenceEmbedder | None = None
         self._store: VectorStore | None = None
+        self._made_by: dict[str, str | None] = {}  # collection -> the embedder it records
+        self._sparse = SparseEncoder()
         self._lock = threading.Lock()
 
     def configure(self, settings: Settings, base_dir: Path) -> None:
@@ -78,13 +95,18 @@ class ResourceHub:
         with self._lock:
             if self._qdrant is None:
                 self._qdrant, self._embedding, self._base_dir = settings.qdrant, settings.embedding, base_dir
+                self._upstreams = dict(settings.upstreams)
             elif (self._qdrant, self._embedding) != (settings.qdrant, settings.embedding):
                 log.warning("qdrant or embedding settings changed: restart the gateway to apply them")
 
-    def embedder(self) -> Embedder:
+    def embedder(self) -> SentenceEmbedder:
         with self._lock:
             if self._embedder is None:
                 spec = self._embedding or EmbeddingSettings()
+                if spec.upstream is not None and spec.model is not None:
+                    upstream = self._upstreams[spec.upstream]
+                    self._embedder = UpstreamEmbedder(spec.upstream, upstream, spec.model)
+                    return self._embedder
                 cache = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
                 self._embedder = Embedder(
                     cache_dir=cache if cache.is_absolute() else self._base_dir / cache,
@@ -105,20 +127,45 @@ class ResourceHub:
                     self._store = VectorStore(path=path if path.is_absolute() else self._base_dir / path)
             return self._store
 
+    def _identity(self) -> str:
+        """The configured embedder's identity, without loading any model."""
+        spec = self._embedding or EmbeddingSettings()
+        if spec.upstream is not None:
+            return f"upstream:{spec.upstream}/{spec.model}"
+        return Embedder(model_dir=spec.model_dir).identity
+
+    async def _check_embedder(self, store: VectorStore, collection: str) -> None:
+        """Raises ``ResourceError`` when the collection was made by another embedder."""
+        if collection not in self._made_by:
+            self._made_by[collection] = await store.aembedder_of(collection)
+        recorded, current = self._made_by[collection], self._identity()
+        if recorded is not None and recorded != current:
+            raise ResourceError(mismatch(collection, recorded, current), "embedder_mismatch")
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         try:
+            if len(texts) == 1:  # a request's query: batched with other requests', and cached
+                return [await self.embedder().aembed_query(texts[0])]
             return await self.embedder().aembed(texts)
         except EmbeddingError as exc:
             raise ResourceError(f"embedding failed: {exc}", "embed_failed") from exc
 
     async def search(
-        self, collection: str, vector: list[float], top_k: int, min_score: float | None, filter: dict[str, str] | None
+        self,
+        collection: str,
+        vector: list[float],
+        top_k: int,
+        min_score: float | None,
+        filter: dict[str, str] | None,
+        text: str | None = None,
     ) -> list[Passage]:
         try:
             store = self.store()
             if not await store.acollection_exists(collection):
                 raise _missing(collection)
-            hits = await store.asearch(collection, vector, top_k, min_score, filter)
+            await self._check_embedder(store, collection)
+            sparse = self._sparse.query(text) if text else None
+            hits = await store.asearch(collection, vector, top_k, min_score, filter, sparse)
         except VectorStoreError as exc:
             raise ResourceError(f"vector search failed: {exc}", _reason(exc)) from exc
         return [Passage(str(hit.id), float(hit.score), dict(hit.payload)) for hit in hits]
@@ -127,8 +174,12 @@ class ResourceHub:
         """Why a search of ``collection`` could not run now (store locked or down, collection
         missing), or None; opens the store but never loads the embedding model."""
         try:
-            if not await self.store().acollection_exists(collection):
+            store = self.store()
+            if not await store.acollection_exists(collection):
                 return _missing(collection)
+            await self._check_embedder(store, collection)
+        except ResourceError as exc:
+            return exc
         except VectorStoreError as exc:
             return ResourceError(f"the vector store cannot be used: {exc}", _reason(exc))
         return None

@@ -9,8 +9,8 @@ cluster instead, with the same calls. Embedded mode has properties this module h
 - it is not thread-safe, so calls into one embedded client are serialised by a (re-entrant) lock;
 - its search renormalises every stored vector and checks payload filters point by point in Python
   (about 40 ms, and 250 ms with a filter, at 10,000 points on a small machine). Embedded searches
-  therefore run on a numpy copy of the collection (``_Matrix``), rebuilt after this store's own
-  writes; no other process can write, since
+  therefore run on a numpy copy of the collection (``gateway.retrieval.exact.Matrix``, dense and
+  hybrid), rebuilt after this store's own writes; no other process can write, since
 - its storage admits one process at a time (a file lock): a second process gets
   ``VectorStoreLocked``, whose message says to run Qdrant as a server and set ``qdrant.url``.
 
@@ -23,33 +23,35 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import httpx
-import numpy as np
-import numpy.typing as npt
 from qdrant_client import QdrantClient, models
 
+from gateway.retrieval.exact import DENSE, SPARSE, Hit, Matrix, depth
+from gateway.retrieval.sparse import SparseVector
 from gateway.retrieval.threads import ThreadLane
 
 __all__ = [
     "DEFAULT_PATH",
+    "DENSE",
     "MEMORY",
+    "SPARSE",
     "Hit",
     "Point",
     "VectorStore",
     "VectorStoreError",
     "VectorStoreLocked",
     "VectorStoreUnreachable",
+    "mismatch",
 ]
 
 DEFAULT_PATH = Path(".prefit/qdrant")
 MEMORY = ":memory:"  # an embedded store that is never written to disk
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 1024
-_MASK_CACHE = 256  # filter masks kept per collection copy
+_EMBEDDER_KEY = "prefit_embedder"  # collection metadata: which embedder made the vectors
 _T = TypeVar("_T")
 _Vector = Sequence[float]
 
@@ -92,20 +94,13 @@ def _store_error(message: str, exc: BaseException) -> VectorStoreError:
 
 
 class Point(NamedTuple):
-    """One vector to store, with its id (a UUID string) and JSON payload."""
+    """One vector to store, with its id (a UUID string), JSON payload and, for hybrid search, its
+    sparse BM25 vector (ignored by a dense-only collection)."""
 
     id: str
     vector: _Vector
     payload: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One search result: the point's id, its cosine similarity to the query, and its payload."""
-
-    id: str
-    score: float
-    payload: dict[str, Any] = field(default_factory=dict)
+    sparse: SparseVector | None = None
 
 
 class VectorStore:
@@ -133,7 +128,8 @@ class VectorStore:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.embedded else contextlib.nullcontext()
         )
-        self._matrices: dict[str, _Matrix] | None = {} if self.embedded and memory_index else None
+        self._matrices: dict[str, Matrix] | None = {} if self.embedded and memory_index else None
+        self._hybrid: dict[str, bool] = {}  # collection -> has sparse vectors (a layout never changes)
         self._lane = ThreadLane(f"prefit-vectors-{id(self)}", max_concurrency)
         self._client = self._open(url, api_key, timeout_s)
 
@@ -184,35 +180,81 @@ class VectorStore:
         except Exception as exc:  # qdrant-client raises ValueError, HTTP and gRPC errors alike
             raise _store_error(f"checking collection {name!r} failed", exc) from exc
 
-    def ensure_collection(self, name: str, dimension: int) -> None:
+    def ensure_collection(self, name: str, dimension: int, *, hybrid: bool = True, embedder: str | None = None) -> None:
         """Create collection ``name`` for cosine search over ``dimension``-wide vectors, unless it exists.
 
-        Raises ``VectorStoreError`` when it exists with another width (the embedding model changed).
+        A new collection is hybrid (named ``dense`` and sparse ``bm25`` vectors, Qdrant applying the
+        IDF) unless ``hybrid=False``; it records ``embedder`` (the embedder's identity). Raises
+        ``VectorStoreError`` when it exists with another width or another recorded embedder.
         """
         with self._lock:
             if not self._client.collection_exists(name):
                 params = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
-                self._client.create_collection(name, vectors_config=params)
+                metadata = {_EMBEDDER_KEY: embedder} if embedder else None
+                if hybrid:
+                    sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+                    self._client.create_collection(
+                        name, vectors_config={DENSE: params}, sparse_vectors_config=sparse, metadata=metadata
+                    )
+                else:
+                    self._client.create_collection(name, vectors_config=params, metadata=metadata)
                 self._forget(name)
+                self._hybrid[name] = hybrid
                 return
-            existing = self._client.get_collection(name).config.params.vectors
-        size = existing.size if isinstance(existing, models.VectorParams) else None
+        recorded = self.embedder_of(name)
+        if embedder and recorded and recorded != embedder:
+            raise VectorStoreError(mismatch(name, recorded, embedder))
+        size = self.dimension(name)
         if size != dimension:
             raise VectorStoreError(
                 f"collection {name!r} holds vectors of width {size}, but the embedding model makes width "
                 f"{dimension}; ingest into a new collection or delete this one"
             )
 
+    def dimension(self, name: str) -> int | None:
+        """The width of the collection's dense vectors (None when it has none Prefit can use)."""
+        with self._lock:
+            vectors = self._client.get_collection(name).config.params.vectors
+        if isinstance(vectors, dict):
+            vectors = vectors.get(DENSE)
+        return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+    def embedder_of(self, name: str) -> str | None:
+        """The identity of the embedder that made the collection (None for one made before it was recorded)."""
+        with self._lock:
+            metadata = self._client.get_collection(name).config.metadata or {}
+        found = metadata.get(_EMBEDDER_KEY)
+        return found if isinstance(found, str) else None
+
+    def is_hybrid(self, name: str) -> bool:
+        """Whether the collection holds sparse BM25 vectors beside the dense ones (remembered)."""
+        known = self._hybrid.get(name)
+        if known is None:
+            with self._lock:
+                params = self._client.get_collection(name).config.params
+            known = isinstance(params.vectors, dict) and SPARSE in (params.sparse_vectors or {})
+            self._hybrid[name] = known
+        return known
+
+    def delete_collection(self, name: str) -> None:
+        """Drop collection ``name`` and everything in it (nothing happens when it does not exist)."""
+        with self._lock:
+            self._client.delete_collection(name)
+            self._forget(name)
+            self._hybrid.pop(name, None)
+
     def count(self, name: str) -> int:
         with self._lock:
             return self._client.count(name, exact=True).count
 
     def upsert(self, name: str, points: Sequence[Point | tuple[str, _Vector, Mapping[str, Any]]]) -> None:
-        """Insert or replace ``points`` (id, vector, payload) in collection ``name``."""
-        for start in range(0, len(points), _UPSERT_BATCH):
+        """Insert or replace ``points`` in collection ``name`` (their sparse vectors too, when hybrid)."""
+        hybrid = self.is_hybrid(name)
+        given = [point if isinstance(point, Point) else Point(*point) for point in points]
+        for start in range(0, len(given), _UPSERT_BATCH):
             batch = [
-                models.PointStruct(id=point_id, vector=list(vector), payload=dict(payload))
-                for point_id, vector, payload in points[start : start + _UPSERT_BATCH]
+                models.PointStruct(id=point.id, vector=_stored(point, hybrid), payload=dict(point.payload))
+                for point in given[start : start + _UPSERT_BATCH]
             ]
             with self._lock:
                 self._client.upsert(name, points=batch, wait=True)
@@ -249,19 +291,29 @@ class VectorStore:
         top_k: int,
         min_score: float | None = None,
         filter: Mapping[str, str] | None = None,
+        sparse: SparseVector | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` most similar points, best first, scoring at least ``min_score``.
+        """The ``top_k`` best points, best first.
 
-        ``filter`` keeps only points whose payload has each key equal to its value (or, for a list
-        value, containing it). Raises ``VectorStoreError`` when the search fails.
+        Dense (no ``sparse``, or a collection without sparse vectors): by cosine similarity, at
+        least ``min_score``. Hybrid: the dense and the BM25 candidates fused by reciprocal rank
+        in Qdrant's query API (scores are then fusion scores; ``min_score`` still drops dense
+        candidates less similar than it, never keyword matches). ``filter`` keeps only points
+        whose payload has each key equal to its value (or, for a list value, containing it).
+        Raises ``VectorStoreError`` when the search fails.
         """
         try:
+            if sparse is not None and sparse.indices and self.is_hybrid(name):
+                if self._matrices is not None:
+                    return self._matrix(name).fused(vector, sparse, top_k, min_score, filter or {})
+                return self._fused(name, vector, sparse, top_k, min_score, filter)
             if self._matrices is not None:
                 return self._matrix(name).search(vector, top_k, min_score, filter or {})
             with self._lock:
                 response = self._client.query_points(
                     name,
                     query=list(vector),
+                    using=DENSE if self.is_hybrid(name) else None,
                     limit=top_k,
                     score_threshold=min_score,
                     query_filter=_match(filter) if filter else None,
@@ -273,6 +325,36 @@ class VectorStore:
             raise _store_error(f"search in collection {name!r} failed", exc) from exc
         return [Hit(str(point.id), point.score, dict(point.payload or {})) for point in response.points]
 
+    def _fused(
+        self,
+        name: str,
+        vector: _Vector,
+        sparse: SparseVector,
+        top_k: int,
+        min_score: float | None,
+        filter: Mapping[str, str] | None,
+    ) -> list[Hit]:
+        where = _match(filter) if filter else None
+        deep = depth(top_k)
+        prefetch = [
+            models.Prefetch(query=list(vector), using=DENSE, limit=deep, score_threshold=min_score, filter=where),
+            models.Prefetch(
+                query=models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
+                using=SPARSE,
+                limit=deep,
+                filter=where,
+            ),
+        ]
+        with self._lock:
+            response = self._client.query_points(
+                name,
+                prefetch=prefetch,
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=top_k,
+                with_payload=True,
+            )
+        return [Hit(str(point.id), point.score, dict(point.payload or {})) for point in response.points]
+
     async def asearch(
         self,
         name: str,
@@ -280,9 +362,14 @@ class VectorStore:
         top_k: int,
         min_score: float | None = None,
         filter: Mapping[str, str] | None = None,
+        sparse: SparseVector | None = None,
     ) -> list[Hit]:
         """``search`` in a worker thread, so the event loop keeps serving."""
-        return await self._off_loop(lambda: self.search(name, vector, top_k, min_score, filter))
+        return await self._off_loop(lambda: self.search(name, vector, top_k, min_score, filter, sparse))
+
+    async def aembedder_of(self, name: str) -> str | None:
+        """``embedder_of`` in a worker thread."""
+        return await self._off_loop(lambda: self.embedder_of(name))
 
     async def acollection_exists(self, name: str) -> bool:
         """``collection_exists`` in a worker thread (for readiness checks)."""
@@ -295,14 +382,14 @@ class VectorStore:
         if self._matrices is not None:
             self._matrices.pop(name, None)
 
-    def _matrix(self, name: str) -> _Matrix:
+    def _matrix(self, name: str) -> Matrix:
         assert self._matrices is not None
         matrix = self._matrices.get(name)
         if matrix is None:
             with self._lock:  # held through the whole scroll, so no write lands halfway
                 if not self._client.collection_exists(name):
                     raise VectorStoreError(f"collection {name!r} does not exist; ingest into it first")
-                matrix = self._matrices.get(name) or _Matrix.build(list(self._scroll(name, None, True, vectors=True)))
+                matrix = self._matrices.get(name) or Matrix.build(list(self._scroll(name, None, True, vectors=True)))
                 self._matrices[name] = matrix
         return matrix
 
@@ -325,60 +412,25 @@ class VectorStore:
                 return
 
 
+def _stored(point: Point, hybrid: bool) -> models.VectorStruct:
+    """A point's vectors as its collection's layout wants them: named (hybrid) or the one unnamed."""
+    if not hybrid:
+        return list(point.vector)
+    named: dict[str, models.Vector] = {DENSE: list(point.vector)}
+    if point.sparse is not None and point.sparse.indices:
+        named[SPARSE] = models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
+    return named
+
+
+def mismatch(name: str, recorded: str, current: str) -> str:
+    """Why a collection cannot be used with this embedder."""
+    return (
+        f"collection {name!r} was made by embedder {recorded!r}, but this gateway embeds with {current!r}; "
+        "vectors of two models cannot be compared: set embedding back, or ingest into a new collection"
+    )
+
+
 def _match(conditions: Mapping[str, str]) -> models.Filter:
     return models.Filter(
         must=[models.FieldCondition(key=key, match=models.MatchValue(value=value)) for key, value in conditions.items()]
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Matrix:
-    """An immutable copy of one embedded collection, searched exactly with one matrix product."""
-
-    ids: list[str]
-    vectors: npt.NDArray[np.float32]  # one unit-length row per point
-    payloads: list[dict[str, Any]]
-    masks: dict[tuple[str, str], npt.NDArray[np.bool_]] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, records: list[models.Record]) -> _Matrix:
-        if not records:
-            return cls([], np.zeros((0, 0), dtype=np.float32), [])
-        vectors = np.array([record.vector for record in records], dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors /= np.where(norms == 0, 1, norms)
-        return cls([str(record.id) for record in records], vectors, [dict(record.payload or {}) for record in records])
-
-    def search(self, vector: _Vector, top_k: int, min_score: float | None, filter: Mapping[str, str]) -> list[Hit]:
-        if not self.ids or top_k < 1:
-            return []
-        query = np.asarray(vector, dtype=np.float32)
-        scores = self.vectors @ (query / (np.linalg.norm(query) or 1.0))
-        if filter:
-            scores = np.where(self._mask(filter), scores, -np.inf)
-        k = min(top_k, len(scores))
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        floor = -np.inf if min_score is None else min_score
-        return [
-            Hit(self.ids[i], float(scores[i]), dict(self.payloads[i]))
-            for i in best
-            if scores[i] > -np.inf and scores[i] >= floor
-        ]
-
-    def _mask(self, filter: Mapping[str, str]) -> npt.NDArray[np.bool_]:
-        mask = np.ones(len(self.ids), dtype=np.bool_)
-        for key, value in filter.items():
-            cached = self.masks.get((key, value))
-            if cached is None:
-                if len(self.masks) >= _MASK_CACHE:
-                    self.masks.clear()
-                cached = np.fromiter((_matches(p.get(key), value) for p in self.payloads), np.bool_, len(self.ids))
-                self.masks[(key, value)] = cached
-            mask &= cached
-        return mask
-
-
-def _matches(stored: object, wanted: str) -> bool:
-    """Qdrant's ``MatchValue``: equal, or, for a list, one of its items."""
-    return stored == wanted or (isinstance(stored, list) and wanted in stored)

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import openai
@@ -50,6 +51,7 @@ def _warnings(gateway: GatewayProcess, policy: str) -> list[dict[str, object]]:
 def _prepare(workdir: Path) -> None:
     _ingest(workdir, "docs", DATA / "corpus")
     _ingest(workdir, "examples", DATA / "examples" / "support-examples.jsonl")
+    _ingest(workdir, "printer", DATA / "hybrid")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,8 @@ def gateway(start_gateway, fake_upstream: FakeUpstream) -> GatewayProcess:  # ty
             retrieval: {collection: docs, top_k: 3, min_score: 0.2, max_context_chars: 3000}
             """,
             "policies/kb-fail.yaml": "retrieval: {collection: nowhere, on_error: fail}\n",
+            "policies/printer.yaml": "retrieval: {collection: printer, top_k: 2}\n",
+            "policies/printer-dense.yaml": "retrieval: {collection: printer, top_k: 2, mode: dense}\n",
             "policies/kb-skip.yaml": "retrieval: {collection: nowhere, on_error: skip}\n",
             "policies/router.yaml": """
             upstream_model: gpt-4o-mini
@@ -111,6 +115,35 @@ def test_responses_requests_get_the_sources_too(client: openai.OpenAI, upstream:
     assert [item["role"] for item in items] == ["system", "system", "user"]
     assert items[0]["content"] == "Answer from the sources only."
     assert "45 days" in items[1]["content"] and items[2]["content"] == QUESTION[0]["content"]
+
+
+def _first_heading(raw_header: str) -> str:
+    entry = dict(part.split("=", 1) for part in raw_header.split(",")[0].split(";")[1:])
+    return unquote(entry["heading"])
+
+
+def test_hybrid_is_the_default_and_finds_the_exact_code(client: openai.OpenAI) -> None:
+    question = [{"role": "user", "content": "How to clear E-7713"}]
+    hybrid = client.chat.completions.with_raw_response.create(model="printer", messages=question)
+    dense = client.chat.completions.with_raw_response.create(model="printer-dense", messages=question)
+
+    assert _first_heading(hybrid.headers["x-prefit-context-ids"]) == "Printer error codes \u203a E-7713"
+    assert _first_heading(dense.headers["x-prefit-context-ids"]) != "Printer error codes \u203a E-7713"
+
+
+def test_passages_keep_their_heading_path_in_text_header_and_render(
+    client: openai.OpenAI, upstream: FakeUpstream, gateway: GatewayProcess
+) -> None:
+    question = [{"role": "user", "content": "What does error E-4012 mean?"}]
+    raw = client.chat.completions.with_raw_response.create(model="printer", messages=question)
+    first = raw.headers["x-prefit-context-ids"].split(",")[0]
+    assert "source=" in first and first.split(";source=")[1].split(";")[0].endswith("hybrid/error-codes.md")
+    assert _first_heading(first) == "Printer error codes \u203a E-4012"
+    sources = upstream.last("/v1/chat/completions").body["messages"][0]["content"]
+    assert "Printer error codes \u203a E-4012\nThe print head is overheating." in sources
+
+    rendered = httpx.post(gateway.url + "/v1/render", json={"model": "printer", "messages": question}, timeout=30)
+    assert rendered.json()["context"][0]["heading"] == "Printer error codes \u203a E-4012"
 
 
 def test_render_shows_passages_and_scores(gateway: GatewayProcess, upstream: FakeUpstream) -> None:

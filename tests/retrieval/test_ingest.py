@@ -113,10 +113,13 @@ def test_payloads_carry_text_source_heading_chunk_and_metadata(searchable: Vecto
     price = searchable.search("docs", embedder.embed(["price promise"])[0], top_k=1)[0].payload
 
     assert lamp["source"] == "corpus/warranty.html"
-    assert lamp["heading"] == "Lamps and electrical items"
+    assert lamp["heading"] == "Product warranty \u203a Lamps and electrical items", "the whole heading path"
     assert lamp["kind"] == "passage"
     assert isinstance(lamp["chunk"], int)
-    assert lamp["text"].startswith("Lamps, fairy lights and other electrical items have a two-year warranty.")
+    assert lamp["text"].startswith(
+        "Product warranty \u203a Lamps and electrical items\n"
+        "Lamps, fairy lights and other electrical items have a two-year warranty."
+    ), "the stored text keeps its heading path"
     assert price["source"] == "corpus/faq.jsonl"
     assert (price["topic"], price["audience"]) == ("pricing", "consumer")
     assert searchable.count("docs") == CORPUS_CHUNKS
@@ -134,8 +137,8 @@ def test_a_second_run_over_unchanged_files_writes_nothing(
     first = _run(store, embedder, workdir)
     storage = sorted((workdir / "qdrant").rglob("*.sqlite"))
     stamps = [path.stat().st_mtime_ns for path in storage]
-    # an embedder with no model: any attempt to embed would raise
-    unusable = Embedder(model_dir=workdir / "no-model-here")
+    # the same model, but its tokenizer files are missing: any attempt to embed would raise
+    unusable = Embedder(cache_dir=workdir / "models", tokenizer_dir=workdir / "no-tokenizer-here")
 
     second = _run(store, unusable, workdir)
 
