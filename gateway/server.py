@@ -14,10 +14,11 @@ from starlette.routing import Route
 from gateway.config.load import Config
 from gateway.console import Console
 from gateway.metrics import Metrics
-from gateway.serving import endpoints, health, models, passthrough
+from gateway.serving import endpoints, feedback, health, models, passthrough
 from gateway.serving.access_log import AccessLog
 from gateway.serving.auth import AuthMiddleware
 from gateway.serving.exchange import ExchangeMiddleware
+from gateway.serving.experiments import ExperimentRefresher
 from gateway.serving.hangup import HangupWatch
 from gateway.serving.reload import Reloader
 from gateway.serving.runtime import Runtime
@@ -37,16 +38,19 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     runtime = Runtime(config, metrics)
     access_log = AccessLog() if config.settings.access_log else None
     reloader = Reloader(runtime, settings_file)
+    experiments = ExperimentRefresher(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
         await reloader.start(watch=config.settings.reload)
+        experiments.start()
         log.info("gateway ready", extra={"fields": {"policies": sorted(runtime.config.policies)}})
         try:
             yield
         finally:
             await reloader.stop()
+            await experiments.stop()
             await runtime.close()
             if access_log is not None:
                 access_log.flush()
@@ -57,6 +61,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
         Route("/v1/embeddings", endpoints.embeddings, methods=["POST"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/render", endpoints.render, methods=["POST"]),
+        Route("/v1/feedback", feedback.feedback, methods=["POST"]),
         Route("/v1/{path:path}", passthrough.passthrough, methods=_ALL_METHODS),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
@@ -71,4 +76,5 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.reloader = reloader
+    app.state.feedback_names = feedback.MetricNames()
     return app

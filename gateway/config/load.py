@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.files import PolicyFiles
-from gateway.config.variants import VariantTable
+from gateway.config.variants import Allocation, VariantTable
 from gateway.config.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
 from gateway.engine.chain import Chain, build_inline_steps
+from gateway.engine.experiment import allocate
 from gateway.engine.pipeline import LAYER_TYPES, Pipeline
 from gateway.errors import ConfigError, ConfigIssue, InvalidRequest, unknown_key
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec
@@ -66,6 +67,8 @@ class LoadedPolicy:
     variants: tuple[LoadedVariant, ...]
     table: VariantTable
     files: tuple[Path, ...] = ()
+    #: With an ``experiment``: the adapting shares that ``choose`` uses instead of ``table``.
+    allocation: Allocation | None = field(default=None, compare=False)
 
     @property
     def primary(self) -> LoadedVariant:
@@ -93,7 +96,8 @@ class LoadedPolicy:
         """The variant for a caller: by weight, the same one for the same sticky value."""
         if len(self.variants) == 1:
             return self.variants[0]
-        return self.variants[self.table.pick(sticky)]
+        table = self.allocation.table if self.allocation is not None else self.table
+        return self.variants[table.pick(sticky)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +422,10 @@ class _PolicyLoader:
         if len(self.issues) > before or not variants or any(v is None for v in variants):
             return None
         loaded = tuple(v for v in variants if v is not None)
+        allocation = None
+        if spec.experiment is not None:
+            names, weights = [v.name for v in loaded], [v.weight for v in loaded]
+            allocation = Allocation(name, allocate(names, weights, {}, spec.experiment))
         return LoadedPolicy(
             name=name,
             spec=spec,
@@ -425,6 +433,7 @@ class _PolicyLoader:
             variants=loaded,
             table=VariantTable(name, [v.weight for v in loaded]),
             files=tuple(self.files.read_files),
+            allocation=allocation,
         )
 
 

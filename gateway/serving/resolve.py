@@ -23,6 +23,7 @@ from gateway.errors import (
 )
 from gateway.serving.auth import bearer_token, is_local
 from gateway.serving.runtime import Snapshot
+from gateway.state.feedback import Answered, FeedbackStore
 from gateway.upstream.base import Upstream
 
 __all__ = [
@@ -139,6 +140,7 @@ def resolve(
         exchange.prompt_version = variant.prompt_version
         exchange.upstream = variant.upstream
         exchange.model = variant.upstream_model
+        _remember(snapshot.feedback, exchange)
         return Route(policy, variant, snapshot.upstreams[variant.upstream], variant.pipeline, variant.chain)
     default = config.settings.default_upstream
     if default is None:
@@ -146,7 +148,18 @@ def resolve(
     exchange.policy = "passthrough"
     exchange.upstream = default
     exchange.model = model if snapshot.catalog.knows(model) else "other"
+    _remember(snapshot.feedback, exchange)
     return Route(None, None, snapshot.upstreams[default], PASSTHROUGH)
+
+
+def _remember(store: FeedbackStore, exchange: Exchange) -> None:
+    """Once the answer is complete, note who gave it, so ``/v1/feedback`` can find it later."""
+
+    def remember(done: Exchange) -> None:
+        if done.calls_upstream and done.final_status < 400:
+            store.remember(done.request_id, Answered(done.policy, done.variant))
+
+    exchange.on_done.append(remember)
 
 
 def caller(request: Request, snapshot: Snapshot) -> str:
