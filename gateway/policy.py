@@ -309,7 +309,7 @@ class CaptureSpec(_Spec):
 
     sample: float = Field(default=0.01, gt=0, le=1, description="Share of requests captured.")
     to: str = Field(
-        pattern=r"^file:[^\0]+\.jsonl$",
+        pattern=r"^file:.+\.jsonl$",
         description="JSONL file the items are appended to, relative to the settings file.",
         examples=["file:captures/support-bot.jsonl"],
     )

@@ -31,7 +31,7 @@ _MAX_BODY = 4096
 class FeedbackBody(BaseModel):
     """The body of ``POST /v1/feedback``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     request_id: str = Field(min_length=1, max_length=128, description="The answer's x-prefit-request-id.")
     metric: str = Field(pattern=METRIC_PATTERN, description="What is measured, e.g. `thumbs_up`.")
@@ -70,8 +70,9 @@ def parse_feedback(raw: bytes) -> FeedbackBody:
         body = FeedbackBody.model_validate_json(raw or b"null")
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        raise InvalidRequest(f"Invalid feedback: {where}: {error['msg']}.", param=where or None) from None
+        where = str(error["loc"][0]) if error["loc"] else None
+        message = "a number or a boolean" if where == "value" else error["msg"]
+        raise InvalidRequest(f"Invalid feedback: {where or 'body'}: {message}.", param=where) from None
     if isinstance(body.value, float) and not math.isfinite(body.value):
         raise InvalidRequest("Invalid feedback: value must be a finite number or a boolean.", param="value")
     return body
