@@ -38,6 +38,8 @@ __all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "loa
 log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
 _POLICY_SUFFIXES = (".yaml", ".yml")
+#: Keys about the policy's variants as a whole, left out of each variant's own spec.
+_POLICY_ONLY = frozenset({"variants", "experiment", "shadow", "capture"})
 #: How deep chains may call chains: each level adds a round trip per step.
 MAX_CHAIN_DEPTH = 4
 
@@ -413,7 +415,7 @@ class _PolicyLoader:
         if not spec.variants:
             variants.append(self.variant("default", 1.0, spec, name, (), set()))
         else:
-            base = {k: v for k, v in self.located.data.items() if k != "variants"}
+            base = {k: v for k, v in self.located.data.items() if k not in _POLICY_ONLY}
             for index, arm in enumerate(spec.variants):
                 arm_spec = self.variant_spec(base, index, arm.overrides)
                 if arm_spec is not None:

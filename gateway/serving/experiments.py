@@ -8,14 +8,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 
-from gateway.config.load import LoadedPolicy
-from gateway.engine.experiment import allocate
+from rich.table import Table
+
+from gateway.config.load import Config, LoadedPolicy
+from gateway.engine.experiment import ArmSummary, allocate, summarise, winner
+from gateway.metrics import Metrics
+from gateway.policy import ExperimentSpec
 from gateway.serving.runtime import Runtime
 from gateway.state.base import StateUnavailable
-from gateway.state.feedback import ArmCounts
+from gateway.state.feedback import ArmCounts, feedback_store
+from gateway.state.redis import RedisState
 
-__all__ = ["ExperimentRefresher"]
+__all__ = ["ExperimentRefresher", "ExperimentReport", "experiment_report", "report_table"]
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +68,56 @@ def _shares(policy: LoadedPolicy, counts: dict[str, ArmCounts]) -> list[float]:
     assert policy.spec.experiment is not None
     names, weights = [v.name for v in policy.variants], [v.weight for v in policy.variants]
     return allocate(names, weights, counts, policy.spec.experiment)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentReport:
+    """What ``prefit experiments POLICY`` prints."""
+
+    policy: str
+    spec: ExperimentSpec
+    arms: list[ArmSummary]
+    shares: list[float]
+    winner: str | None
+
+
+async def experiment_report(config: Config, name: str) -> ExperimentReport:
+    """Read ``name``'s arm counts from Redis and summarise them. Raises ``ValueError``, ``StateUnavailable``."""
+    policy = config.policies.get(name)
+    if policy is None or policy.spec.experiment is None:
+        raise ValueError(f"the model '{name}' has no experiment")
+    settings = config.settings
+    if not settings.redis_url:
+        raise ValueError("without redis_url each gateway keeps its own counts; set redis_url to share and read them")
+    state = RedisState(settings.redis_url, settings.redis, Metrics())
+    try:
+        store = feedback_store(state, settings.feedback.remember_s, 1)
+        counts = await store.counts(policy.name, policy.spec.experiment.metric)
+    finally:
+        await state.close()
+    spec = policy.spec.experiment
+    names = [v.name for v in policy.variants]
+    arms = summarise(names, counts)
+    shares = allocate(names, [v.weight for v in policy.variants], counts, spec)
+    return ExperimentReport(policy.name, spec, arms, shares, winner(arms, spec))
+
+
+def report_table(report: ExperimentReport) -> Table:
+    spec = report.spec
+    table = Table(
+        title=f"{report.policy}: {spec.metric} (Thompson, min {spec.min_samples} per arm, floor {spec.floor:g})",
+        caption=f"winner: {report.winner}" if report.winner else "no winner decided yet",
+    )
+    for column in ("variant", "samples", "successes", "mean", "95% interval", "P(best)", "share"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for arm, share in zip(report.arms, report.shares, strict=True):
+        table.add_row(
+            arm.variant,
+            str(arm.samples),
+            str(arm.successes),
+            f"{arm.mean:.3f}",
+            f"{arm.low:.3f}-{arm.high:.3f}",
+            f"{arm.p_best:.3f}",
+            f"{share:.3f}",
+        )
+    return table

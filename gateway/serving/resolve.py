@@ -153,13 +153,10 @@ def resolve(
 
 
 def _remember(store: FeedbackStore, exchange: Exchange) -> None:
-    """Once the answer is complete, note who gave it, so ``/v1/feedback`` can find it later."""
-
-    def remember(done: Exchange) -> None:
-        if done.calls_upstream and done.final_status < 400:
-            store.remember(done.request_id, Answered(done.policy, done.variant))
-
-    exchange.on_done.append(remember)
+    """Note who answers this request, so ``/v1/feedback`` can find it later. Written now, in the
+    background while the upstream works, so it is stored before a quick client can send feedback."""
+    if exchange.calls_upstream:
+        store.remember(exchange.request_id, Answered(exchange.policy, exchange.variant))
 
 
 def caller(request: Request, snapshot: Snapshot) -> str:

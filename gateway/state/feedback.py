@@ -1,8 +1,9 @@
 """What feedback needs to outlive a request: which policy and variant answered it, and the
 success counts each experiment arm has gathered.
 
-A finished request is remembered under its ``x-prefit-request-id`` for ``feedback.remember_s``.
-That is one write per request, so it is kept off the request's path: in process it is a bounded
+A request is remembered under its ``x-prefit-request-id`` for ``feedback.remember_s``, from the
+moment it is routed (so the record is stored before a quick client can send feedback on the
+answer). That is one write per request, so it is kept off the request's path: in process it is a bounded
 dict (oldest dropped first); on Redis the writes of one event-loop turn go out as one pipelined
 batch in the background, and a lost write only means that request's feedback answers 404. With
 Redis, every replica sees every request and every arm's counts.
