@@ -22,6 +22,7 @@ from gateway.serving.experiments import ExperimentRefresher
 from gateway.serving.hangup import HangupWatch
 from gateway.serving.reload import Reloader
 from gateway.serving.runtime import Runtime
+from gateway.serving.taps import Taps
 
 __all__ = ["create_app"]
 
@@ -39,6 +40,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     access_log = AccessLog() if config.settings.access_log else None
     reloader = Reloader(runtime, settings_file)
     experiments = ExperimentRefresher(runtime)
+    taps = Taps(metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,6 +53,7 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
         finally:
             await reloader.stop()
             await experiments.stop()
+            await taps.close()
             await runtime.close()
             if access_log is not None:
                 access_log.flush()
@@ -77,4 +80,5 @@ def create_app(config: Config, metrics: Metrics | None = None, settings_file: Pa
     app.state.runtime = runtime
     app.state.reloader = reloader
     app.state.feedback_names = feedback.MetricNames()
+    app.state.taps = taps
     return app
