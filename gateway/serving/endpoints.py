@@ -51,7 +51,7 @@ async def chat_completions(request: Request) -> Response:
     exchange = ctx.exchange
     exchange.stream = stream = bool(chat.stream)
     taps = request.app.state.taps
-    plan = taps.plan(route, chat)
+    plan = taps.plan(route, chat, exchange.pinned)
     result = await answer(ctx, route, chat, stream)
     if plan is not None:
         result = taps.attach(plan, ctx, route, result)

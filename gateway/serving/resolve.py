@@ -134,7 +134,9 @@ def resolve(
     config = snapshot.config
     policy = config.policies.get(model)
     if policy is not None:
-        variant = policy.select(pinned_variant(request, snapshot), sticky_value(policy, request, user, metadata))
+        pinned = pinned_variant(request, snapshot)
+        variant = policy.select(pinned, sticky_value(policy, request, user, metadata))
+        exchange.pinned = pinned is not None
         exchange.policy = policy.name
         exchange.variant = variant.name
         exchange.prompt_version = variant.prompt_version

@@ -35,9 +35,10 @@ class Taps:
         self.writer = JsonlWriter()
         self.shadows = ShadowRunner(metrics, self.writer)
 
-    def plan(self, route: Route, chat: ChatRequest) -> Plan | None:
-        """Whether this request is captured or copied; None (the usual case) costs nothing more."""
-        if route.policy is None or route.variant is None:
+    def plan(self, route: Route, chat: ChatRequest, pinned: bool) -> Plan | None:
+        """Whether this request is captured or copied; None (the usual case) costs nothing more.
+        A pinned request (an admin, ``prefit eval``) is not production traffic: never either."""
+        if route.policy is None or route.variant is None or pinned:
             return None
         spec = route.policy.spec
         capture = spec.capture is not None and random.random() < spec.capture.sample

@@ -39,9 +39,10 @@ def _settings(upstream: FakeUpstream, extra: str = "") -> str:
     )
 
 
-def _chat(gateway: GatewayProcess, model: str, text: str, **extra: object) -> httpx.Response:
-    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
-    reply = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=30)
+def _chat(gateway: GatewayProcess, model: str, text: str, pin: str | None = None) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    headers = {"x-prefit-variant": pin} if pin else {}
+    reply = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
     assert reply.status_code == 200, reply.text
     return reply
 
@@ -110,6 +111,7 @@ def test_captured_lines_load_as_an_eval_dataset_without_credentials(
     upstream: FakeUpstream,
 ) -> None:
     gateway = start_gateway({"prefit.yaml": _settings(upstream), "policies/support.yaml": CAPTURED})
+    pinned = _chat(gateway, "support", "pinned?", pin="default").headers["x-prefit-request-id"]
     ids = [_chat(gateway, "support", text).headers["x-prefit-request-id"] for text in ("refunds?", "returns?")]
     with httpx.stream(
         "POST",
@@ -122,6 +124,7 @@ def test_captured_lines_load_as_an_eval_dataset_without_credentials(
     wait_for(lambda: len(_lines(path)) == 3, "three captured items")
     assert UPSTREAM_KEY not in path.read_text()
     items = {item.id: item for item in load_dataset(path)}
+    assert pinned not in items  # a pinned request (an admin, prefit eval) is not production traffic
     first = items[ids[0]]
     assert first.input == [{"role": "user", "content": "refunds?"}]  # the client's messages, not the policy's prompt
     assert first.expected == "echo: refunds?"
