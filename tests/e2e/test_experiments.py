@@ -13,6 +13,7 @@ import uuid
 import httpx
 
 from tests.conftest import GatewayProcess, wait_for
+from tests.e2e.test_feedback import forget_keys
 from tests.fakes.upstream import FakeUpstream
 
 CHAT = {"messages": [{"role": "user", "content": "where is my parcel?"}]}
@@ -66,5 +67,6 @@ def test_allocation_moves_to_the_better_arm_on_every_replica(start_gateway, fake
         timeout=60,
         check=True,
     ).stdout
+    forget_keys(prefix)
     assert "winner: b" in shown, shown
     assert re.search(r"│ b\s+│\s+\d+ │", shown), shown

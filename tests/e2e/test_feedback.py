@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import GatewayProcess
 from tests.fakes.upstream import FakeUpstream
@@ -36,11 +38,21 @@ def _feedback(gateway: GatewayProcess, request_id: str, metric: str, value: obje
     return httpx.post(gateway.url + "/v1/feedback", json=body, timeout=10)
 
 
+def forget_keys(prefix: str) -> None:
+    """Remove what a test wrote to the shared Redis (request records expire anyway; counts do not)."""
+    client = redis.Redis.from_url(SHARED_REDIS)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture
-def replicas(start_gateway, fake_upstream: FakeUpstream) -> tuple[GatewayProcess, GatewayProcess]:  # type: ignore[no-untyped-def]
+def replicas(start_gateway, fake_upstream: FakeUpstream) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:  # type: ignore[no-untyped-def]
     prefix = f"prefit-test-{uuid.uuid4().hex[:8]}:"
     files = {"prefit.yaml": _settings(fake_upstream, f"redis_url: {SHARED_REDIS}\nredis: {{key_prefix: '{prefix}'}}\n")}
-    return start_gateway({**files, **POLICIES}), start_gateway({**files, **POLICIES})
+    yield start_gateway({**files, **POLICIES}), start_gateway({**files, **POLICIES})
+    forget_keys(prefix)
 
 
 def test_feedback_reaches_a_replica_other_than_the_one_that_answered(
