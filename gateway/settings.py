@@ -208,7 +208,10 @@ class FeedbackSettings(_Strict):
         default=86_400.0, gt=0, description="How long feedback for a request is accepted after it finished."
     )
     max_remembered: int = Field(
-        default=200_000, ge=1, description="Requests remembered in process when there is no Redis (oldest dropped)."
+        default=100_000,
+        ge=1,
+        description="Requests remembered in process when there is no Redis, oldest dropped first "
+        "(about 30 MB per 100,000).",
     )
     max_metrics: int = Field(
         default=16,
