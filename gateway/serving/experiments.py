@@ -24,6 +24,8 @@ from gateway.state.redis import RedisState
 __all__ = ["ExperimentRefresher", "ExperimentReport", "experiment_report", "report_table"]
 
 log = logging.getLogger(__name__)
+#: How often the refresher looks for a reload, whose new policies start from the configured weights.
+_RELOAD_CHECK_S = 0.25
 
 
 class ExperimentRefresher:
@@ -48,12 +50,17 @@ class ExperimentRefresher:
 
     async def _run(self) -> None:
         while True:
+            refreshed = self.runtime.current
             try:
                 await self.refresh()
             except Exception:
                 log.exception("experiment refresh failed")
-            period = self.runtime.config.settings.feedback.refresh_s
-            await asyncio.sleep(period * random.uniform(0.9, 1.1))  # replicas drift apart, not in lockstep
+            period = refreshed.config.settings.feedback.refresh_s * random.uniform(0.9, 1.1)  # no lockstep
+            waited = 0.0
+            while waited < period and self.runtime.current is refreshed:  # a reload starts new tables: at once
+                step = min(_RELOAD_CHECK_S, period - waited)
+                await asyncio.sleep(step)
+                waited += step
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

@@ -70,3 +70,22 @@ def test_allocation_moves_to_the_better_arm_on_every_replica(start_gateway, fake
     forget_keys(prefix)
     assert "winner: b" in shown, shown
     assert re.search(r"│ b\s+│\s+\d+ │", shown), shown
+
+
+def test_a_reload_recomputes_the_allocation_at_once(start_gateway, fake_upstream: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
+    settings = (
+        f"upstreams:\n  fake: {{base_url: {fake_upstream.base_url}}}\ndefault_upstream: fake\n"
+        "feedback: {refresh_s: 600}\n"
+    )
+    policy = POLICY.replace("min_samples: 20", "min_samples: 3")
+    gateway = start_gateway({"prefit.yaml": settings, "policies/support.yaml": policy})
+    wait_for(lambda: _share(gateway, "b") == 0.5, "the first allocation: the weights")
+    with httpx.Client(timeout=10) as client:
+        for variant, value in [("a", False), ("b", True)] * 3:
+            body = {"model": "support", **CHAT}
+            reply = client.post(gateway.url + "/v1/chat/completions", json=body, headers={"x-prefit-variant": variant})
+            feedback = {"request_id": reply.headers["x-prefit-request-id"], "metric": "resolved", "value": value}
+            assert client.post(gateway.url + "/v1/feedback", json=feedback).status_code == 204
+    assert _share(gateway, "b") == 0.5  # the next refresh is ten minutes away
+    (gateway.workdir / "policies" / "support.yaml").write_text(policy + "description: reloaded\n")
+    wait_for(lambda: _share(gateway, "b") > 0.6, "the reload to recompute the shares")
