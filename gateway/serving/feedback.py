@@ -23,7 +23,7 @@ from gateway.serving.http import endpoint, read_body, runtime_of
 from gateway.serving.resolve import caller
 from gateway.state.base import StateUnavailable
 
-__all__ = ["FeedbackBody", "MetricNames", "feedback"]
+__all__ = ["FeedbackBody", "MetricNames", "counts_as_success", "feedback", "parse_feedback"]
 
 _MAX_BODY = 4096
 
@@ -71,14 +71,14 @@ def parse_feedback(raw: bytes) -> FeedbackBody:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = str(error["loc"][0]) if error["loc"] else None
-        message = "a number or a boolean" if where == "value" else error["msg"]
+        message = "a number or a boolean" if where == "value" and error["type"] != "missing" else error["msg"]
         raise InvalidRequest(f"Invalid feedback: {where or 'body'}: {message}.", param=where) from None
     if isinstance(body.value, float) and not math.isfinite(body.value):
         raise InvalidRequest("Invalid feedback: value must be a finite number or a boolean.", param="value")
     return body
 
 
-def _success(policy: LoadedPolicy, value: bool | float) -> bool:
+def counts_as_success(policy: LoadedPolicy, value: bool | float) -> bool:
     experiment = policy.spec.experiment
     assert experiment is not None
     if isinstance(value, bool):
@@ -122,8 +122,9 @@ async def feedback(request: Request) -> Response:
     request.app.state.feedback_names.admit(policy, body.metric, snapshot.config.settings.feedback.max_metrics)
     experiment = policy.spec.experiment
     if experiment is not None and experiment.metric == body.metric:
+        success = counts_as_success(policy, body.value)
         try:
-            await snapshot.feedback.count(policy.name, body.metric, answered.variant, _success(policy, body.value))
+            await snapshot.feedback.count(policy.name, body.metric, answered.variant, success)
         except StateUnavailable:
             raise ServiceUnavailable("Feedback cannot be counted right now; try again shortly.") from None
     metrics = runtime.metrics

@@ -20,6 +20,8 @@ POLICIES = {
     "policies/support.yaml": "upstream_model: gpt-4o-mini\ncache: {mode: never}\n"
     "variants:\n  - {name: terse, weight: 50}\n  - {name: plain, weight: 50}\n",
     "policies/rated.yaml": "upstream_model: gpt-4o-mini\ncache: {mode: never}\nfeedback_metrics: [stars]\n",
+    "policies/trial.yaml": "upstream_model: gpt-4o-mini\ncache: {mode: never}\n"
+    "variants: [{name: a, weight: 1}, {name: b, weight: 1}]\nexperiment: {metric: resolved}\n",
 }
 
 
@@ -142,3 +144,13 @@ def test_a_flood_of_feedback_is_rate_limited_and_keys_are_required(
         httpx.post(gateway.url + "/v1/feedback", json=feedback, headers=auth, timeout=10).status_code for _ in range(4)
     ]
     assert statuses == [204, 204, 204, 429]
+
+
+def test_a_number_on_an_experiment_metric_without_threshold_is_refused(
+    replicas: tuple[GatewayProcess, GatewayProcess],
+) -> None:
+    request_id = _answer(replicas[0], "trial").headers["x-prefit-request-id"]
+    refused = _feedback(replicas[1], request_id, "resolved", 0.7)
+    assert refused.status_code == 400
+    assert "threshold" in refused.json()["error"]["message"]
+    assert _feedback(replicas[1], request_id, "resolved", True).status_code == 204
