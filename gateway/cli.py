@@ -403,6 +403,31 @@ def diff(run_a: str, run_b: str, json_out: Path | None, config_path: Path | None
 
 
 @main.command()
+@click.argument("policy_name", metavar="POLICY")
+@_config_option
+def experiments(policy_name: str, config_path: Path | None) -> None:
+    """Show POLICY's experiment: each arm's feedback, posterior, chance of being best, and any winner."""
+    import asyncio
+
+    from rich.console import Console
+
+    from gateway.serving.experiments import experiment_report, report_table
+    from gateway.state.base import StateUnavailable
+
+    configure_logging("warning")
+    config = _load_or_exit(config_path)
+    try:
+        report = asyncio.run(experiment_report(config, policy_name))
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except StateUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    Console(width=None if sys.stdout.isatty() else 160).print(report_table(report))
+
+
+@main.command()
 @click.argument("collection")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--prune", is_flag=True, help="Remove chunks of files that are not among PATHS any more.")

@@ -168,6 +168,47 @@ class Metrics:
             )
         )
 
+        self.feedback = _Family(
+            Counter(
+                "prefit_feedback",
+                "Feedback received, by the policy and variant that answered and the metric.",
+                ["policy", "variant", "metric"],
+                registry=r,
+            )
+        )
+        self.feedback_value_sum = _Family(
+            Gauge(
+                "prefit_feedback_value_sum",
+                "Sum of feedback values (true is 1, false 0), by policy, variant and metric.",
+                ["policy", "variant", "metric"],
+                registry=r,
+            )
+        )
+        self.experiment_share = _Family(
+            Gauge(
+                "prefit_experiment_share",
+                "Share of new traffic each experiment arm gets, as last recomputed.",
+                ["policy", "variant"],
+                registry=r,
+            )
+        )
+        self.shadow = _Family(
+            Counter(
+                "prefit_shadow",
+                "Shadow copies by result (stored, failed, dropped when the concurrency bound is full).",
+                ["policy", "result"],
+                registry=r,
+            )
+        )
+        self.captured = _Family(
+            Counter(
+                "prefit_captured",
+                "Requests captured as candidate eval items, by result (stored, dropped).",
+                ["policy", "result"],
+                registry=r,
+            )
+        )
+
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_duration.child(stage).observe(seconds)
 

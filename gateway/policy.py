@@ -17,12 +17,15 @@ from gateway.errors import unknown_key
 
 __all__ = [
     "MAX_STEPS",
+    "METRIC_PATTERN",
     "MODEL_NAME_PATTERN",
     "VARIANT_OVERRIDABLE",
     "CacheSpec",
+    "CaptureSpec",
     "DynamicFewShotSpec",
     "EvalSpec",
     "ExampleSpec",
+    "ExperimentSpec",
     "FallbackSpec",
     "FewShotSpec",
     "OutputSpec",
@@ -32,6 +35,7 @@ __all__ = [
     "ReasoningSpec",
     "RetrievalSpec",
     "RouteSpec",
+    "ShadowSpec",
     "StepSpec",
     "VariantSpec",
 ]
@@ -41,6 +45,8 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _STRUCTURAL_PARAMS = {"model", "messages", "stream"}
 _METADATA_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+#: Feedback metric names: short identifiers, so they are safe as metric labels.
+METRIC_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 
 
 class _Spec(BaseModel):
@@ -325,6 +331,38 @@ class EvalSpec(_Spec):
         return value
 
 
+class ExperimentSpec(_Spec):
+    """Adaptive variant weights: Beta-Bernoulli Thompson sampling over one feedback metric."""
+
+    metric: str = Field(pattern=METRIC_PATTERN, description="The feedback metric that counts as success.")
+    method: Literal["thompson"] = Field(default="thompson", description="How weights adapt.")
+    min_samples: int = Field(
+        default=100, ge=1, description="Feedback each arm needs before weights adapt and a winner can be decided."
+    )
+    floor: float = Field(default=0.05, ge=0, lt=0.5, description="Least share of traffic every arm keeps.")
+    threshold: float | None = Field(
+        default=None, description="For numeric feedback: a value at or above it is a success (booleans need none)."
+    )
+
+
+class ShadowSpec(_Spec):
+    """A sampled copy of requests answered by another variant in the background, for comparison."""
+
+    variant: str = Field(pattern=_NAME_PATTERN, description="The variant that answers the copies.")
+    sample: float = Field(default=0.1, gt=0, le=1, description="Share of requests copied.")
+
+
+class CaptureSpec(_Spec):
+    """Sampled production inputs and outputs written as candidate eval items (prompt text is stored)."""
+
+    sample: float = Field(default=0.01, gt=0, le=1, description="Share of requests captured.")
+    to: str = Field(
+        pattern=r"^file:.+\.jsonl$",
+        description="JSONL file the items are appended to, relative to the settings file.",
+        examples=["file:captures/support-bot.jsonl"],
+    )
+
+
 class VariantSpec(BaseModel):
     """One A/B arm: a name, a weight, and fields that override the policy (deep-merged)."""
 
@@ -397,6 +435,14 @@ class PolicySpec(_Spec):
     )
     eval: EvalSpec | None = Field(default=None, description="Held-out evaluation for `prefit eval`.")
     variants: list[VariantSpec] = Field(default_factory=list, description="Weighted A/B variants.")
+    feedback_metrics: list[str] | None = Field(
+        default=None,
+        description="Feedback metrics this policy accepts; unset: any identifier, up to settings "
+        "`feedback.max_metrics` names.",
+    )
+    experiment: ExperimentSpec | None = Field(default=None, description="Variant weights adapted to feedback.")
+    shadow: ShadowSpec | None = Field(default=None, description="Copies of requests answered by another variant.")
+    capture: CaptureSpec | None = Field(default=None, description="Sampled traffic kept as candidate eval items.")
     sticky_key: str = Field(
         default="user",
         pattern=r"^(user|header:[A-Za-z0-9-]{1,64}|metadata:[A-Za-z_][A-Za-z0-9_]{0,63})$",
@@ -420,6 +466,28 @@ class PolicySpec(_Spec):
         if sum(variant.weight for variant in value) <= 0:
             raise ValueError("variant weights must not all be 0")
         return value
+
+    @field_validator("feedback_metrics")
+    @classmethod
+    def _metric_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not re.fullmatch(METRIC_PATTERN, name):
+                raise ValueError(f"{name!r} is not a metric name (lowercase letters, digits, _; at most 40)")
+        return value
+
+    @model_validator(mode="after")
+    def _experiment_and_shadow_fit(self) -> PolicySpec:
+        names = [variant.name for variant in self.variants]
+        if self.experiment is not None and len(names) < 2:
+            raise ValueError("experiment needs at least two variants")
+        if self.experiment is not None and self.experiment.floor * len(names) >= 1:
+            raise ValueError("experiment floor times the number of variants must stay below 1")
+        metrics = self.feedback_metrics
+        if self.experiment is not None and metrics is not None and self.experiment.metric not in metrics:
+            raise ValueError(f"experiment metric {self.experiment.metric!r} is not in feedback_metrics")
+        if self.shadow is not None and self.shadow.variant not in names:
+            raise ValueError(f"shadow variant {self.shadow.variant!r} is not one of the variants")
+        return self
 
     @field_validator("steps")
     @classmethod

@@ -16,13 +16,15 @@ from gateway.config.load import Config
 from gateway.console import Console
 from gateway.metrics import Metrics
 from gateway.retrieval.resources import ResourceHub
-from gateway.serving import endpoints, health, models, passthrough, responses
+from gateway.serving import endpoints, feedback, health, models, passthrough, responses
 from gateway.serving.access_log import AccessLog
 from gateway.serving.auth import AuthMiddleware
 from gateway.serving.exchange import ExchangeMiddleware
+from gateway.serving.experiments import ExperimentRefresher
 from gateway.serving.hangup import HangupWatch
 from gateway.serving.reload import Reloader
 from gateway.serving.runtime import Runtime
+from gateway.serving.taps import Taps
 
 __all__ = ["create_app"]
 
@@ -47,16 +49,21 @@ def create_app(
     access_log = AccessLog() if config.settings.access_log else None
     reloader = Reloader(runtime, settings_file)
     tracing_middleware = _tracing(runtime)
+    experiments = ExperimentRefresher(runtime)
+    taps = Taps(metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
         await reloader.start(watch=config.settings.reload)
+        experiments.start()
         log.info("gateway ready", extra={"fields": {"policies": sorted(runtime.config.policies)}})
         try:
             yield
         finally:
             await reloader.stop()
+            await experiments.stop()
+            await taps.close()
             await runtime.close()
             if access_log is not None:
                 access_log.flush()
@@ -71,6 +78,7 @@ def create_app(
         Route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/render", endpoints.render, methods=["POST"]),
         Route("/v1/responses", responses.responses, methods=["POST"]),
+        Route("/v1/feedback", feedback.feedback, methods=["POST"]),
         Route("/v1/{path:path}", passthrough.passthrough, methods=_ALL_METHODS),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
@@ -86,6 +94,8 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.reloader = reloader
+    app.state.feedback_names = feedback.MetricNames()
+    app.state.taps = taps
     return app
 
 

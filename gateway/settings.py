@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_SETTINGS_YAML",
     "CacheSettings",
     "EmbeddingSettings",
+    "FeedbackSettings",
     "GatewayKey",
     "Limits",
     "Price",
@@ -233,6 +234,33 @@ class ResilienceSettings(_Strict):
     )
 
 
+class FeedbackSettings(_Strict):
+    """Production feedback: how long a request is remembered, how experiments and copies run."""
+
+    remember_s: float = Field(
+        default=86_400.0, gt=0, description="How long feedback for a request is accepted after it finished."
+    )
+    max_remembered: int = Field(
+        default=100_000,
+        ge=1,
+        description="Requests remembered in process when there is no Redis, oldest dropped first "
+        "(about 30 MB per 100,000).",
+    )
+    max_metrics: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Distinct metric names a policy accepts when it does not list `feedback_metrics`.",
+    )
+    refresh_s: float = Field(default=10.0, gt=0, description="How often experiment allocations are recomputed.")
+    shadow_concurrency: int = Field(
+        default=4, ge=1, description="Shadow calls in flight per replica; a copy beyond it is dropped and counted."
+    )
+    shadow_dir: str = Field(
+        default=".prefit/shadow", description="Where shadow answers are stored, one JSONL per policy."
+    )
+
+
 class Price(_Strict):
     """USD per million tokens for one upstream model."""
 
@@ -286,6 +314,9 @@ class Settings(_Strict):
     access_log: bool = Field(default=True, description="One JSON line per request on the prefit.access logger.")
     reload: bool = Field(default=True, description="Watch the settings file and policies and reload on change.")
     tracing: TracingSettings | None = Field(default=None, description="OpenTelemetry tracing; off when unset.")
+    feedback: FeedbackSettings = Field(
+        default_factory=FeedbackSettings, description="Feedback, experiments, shadow variants."
+    )
     eval_runs_dir: str = Field(
         default=".prefit/eval-runs",
         description="Where `prefit eval` stores every run (unless `--no-save`) for `prefit history`, `prefit diff` "

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.files import PolicyFiles
-from gateway.config.variants import VariantTable
+from gateway.config.variants import Allocation, VariantTable
 from gateway.config.yaml_source import Located, YamlProblem, parse_yaml, read_yaml
 from gateway.engine.chain import Chain
 from gateway.engine.chain_build import build_inline_steps
+from gateway.engine.experiment import allocate
 from gateway.engine.pipeline import LAYER_TYPES, Pipeline
 from gateway.errors import ConfigError, ConfigIssue, InvalidRequest, unknown_key
 from gateway.policy import MODEL_NAME_PATTERN, PolicySpec, PromptSpec, StepSpec
@@ -38,6 +39,8 @@ __all__ = ["Config", "LoadedPolicy", "LoadedVariant", "find_settings_file", "loa
 log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
 _POLICY_SUFFIXES = (".yaml", ".yml")
+#: Keys about the policy's variants as a whole, left out of each variant's own spec.
+_POLICY_ONLY = frozenset({"variants", "experiment", "shadow", "capture"})
 #: How deep chains may call chains: each level adds a round trip per step.
 MAX_CHAIN_DEPTH = 4
 
@@ -69,6 +72,8 @@ class LoadedPolicy:
     variants: tuple[LoadedVariant, ...]
     table: VariantTable
     files: tuple[Path, ...] = ()
+    #: With an ``experiment``: the adapting shares that ``choose`` uses instead of ``table``.
+    allocation: Allocation | None = field(default=None, compare=False)
 
     @property
     def primary(self) -> LoadedVariant:
@@ -96,7 +101,8 @@ class LoadedPolicy:
         """The variant for a caller: by weight, the same one for the same sticky value."""
         if len(self.variants) == 1:
             return self.variants[0]
-        return self.variants[self.table.pick(sticky)]
+        table = self.allocation.table if self.allocation is not None else self.table
+        return self.variants[table.pick(sticky)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +465,7 @@ class _PolicyLoader:
         if not spec.variants:
             variants.append(self.variant("default", 1.0, spec, name, (), set()))
         else:
-            base = {k: v for k, v in self.located.data.items() if k != "variants"}
+            base = {k: v for k, v in self.located.data.items() if k not in _POLICY_ONLY}
             for index, arm in enumerate(spec.variants):
                 arm_spec = self.variant_spec(base, index, arm.overrides)
                 if arm_spec is not None:
@@ -468,6 +474,10 @@ class _PolicyLoader:
         if len(self.issues) > before or not variants or any(v is None for v in variants):
             return None
         loaded = tuple(v for v in variants if v is not None)
+        allocation = None
+        if spec.experiment is not None:
+            names, weights = [v.name for v in loaded], [v.weight for v in loaded]
+            allocation = Allocation(name, allocate(names, weights, {}, spec.experiment))
         return LoadedPolicy(
             name=name,
             spec=spec,
@@ -475,6 +485,7 @@ class _PolicyLoader:
             variants=loaded,
             table=VariantTable(name, [v.weight for v in loaded]),
             files=tuple(self.files.read_files),
+            allocation=allocation,
         )
 
 

@@ -11,7 +11,7 @@ import bisect
 import hashlib
 import random
 
-__all__ = ["VariantTable"]
+__all__ = ["Allocation", "VariantTable"]
 
 _SCALE = float(2**64)
 
@@ -43,3 +43,19 @@ class VariantTable:
         while index not in self.live:
             index = (index + 1) % len(self.bounds)
         return index
+
+
+class Allocation:
+    """An experiment's current shares and their table, replaced whole on each recomputation, so a
+    request reads one consistent table."""
+
+    __slots__ = ("policy", "shares", "table")
+
+    def __init__(self, policy: str, shares: list[float]) -> None:
+        self.policy = policy
+        self.table = VariantTable(policy, shares)
+        self.shares = shares
+
+    def update(self, shares: list[float]) -> None:
+        table = VariantTable(self.policy, shares)
+        self.table, self.shares = table, shares

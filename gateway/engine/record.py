@@ -43,6 +43,8 @@ class Exchange:
     costs: dict[str, float] = field(default_factory=dict)
     usage_missing: int = 0
     calls_upstream: bool = True
+    #: The caller named the variant (``x-prefit-variant``): an admin or ``prefit eval``, not production traffic.
+    pinned: bool = False
     on_done: list[Callable[[Exchange], None]] = field(default_factory=list)
 
     @property

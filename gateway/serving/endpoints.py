@@ -48,7 +48,11 @@ async def chat_completions(request: Request) -> Response:
     ctx, chat, route = await _chat_request(request)
     exchange = ctx.exchange
     exchange.stream = stream = bool(chat.stream)
+    taps = request.app.state.taps
+    plan = taps.plan(route, chat, exchange.pinned)
     result = await answer(ctx, route, chat, stream)
+    if plan is not None:
+        result = taps.attach(plan, ctx, route, result)
     headers = reply_headers(exchange, ctx.response_headers)
     if isinstance(result, dict):
         if exchange.costs:

@@ -23,6 +23,7 @@ from gateway.errors import (
 )
 from gateway.serving.auth import bearer_token, is_local
 from gateway.serving.runtime import Snapshot
+from gateway.state.feedback import Answered, FeedbackStore
 from gateway.upstream.base import Upstream
 
 __all__ = [
@@ -136,12 +137,15 @@ def resolve(
     config = snapshot.config
     policy = config.policies.get(model)
     if policy is not None:
-        variant = policy.select(pinned_variant(request, snapshot), sticky_value(policy, request, user, metadata))
+        pinned = pinned_variant(request, snapshot)
+        variant = policy.select(pinned, sticky_value(policy, request, user, metadata))
+        exchange.pinned = pinned is not None
         exchange.policy = policy.name
         exchange.variant = variant.name
         exchange.prompt_version = variant.prompt_version
         exchange.upstream = variant.upstream
         exchange.model = variant.upstream_model
+        _remember(snapshot.feedback, exchange)
         return Route(policy, variant, snapshot.upstreams[variant.upstream], variant.pipeline, variant.chain)
     default = config.settings.default_upstream
     if default is None:
@@ -149,7 +153,15 @@ def resolve(
     exchange.policy = "passthrough"
     exchange.upstream = default
     exchange.model = model if snapshot.catalog.knows(model) else "other"
+    _remember(snapshot.feedback, exchange)
     return Route(None, None, snapshot.upstreams[default], PASSTHROUGH)
+
+
+def _remember(store: FeedbackStore, exchange: Exchange) -> None:
+    """Note who answers this request, so ``/v1/feedback`` can find it later. Written now, in the
+    background while the upstream works, so it is stored before a quick client can send feedback."""
+    if exchange.calls_upstream:
+        store.remember(exchange.request_id, Answered(exchange.policy, exchange.variant))
 
 
 def caller(request: Request, snapshot: Snapshot) -> str:

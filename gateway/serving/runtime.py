@@ -22,6 +22,7 @@ from gateway.serving.auth import KeyRing
 from gateway.serving.store_health import StoreHealth
 from gateway.state.base import MemoryState, StateBackend
 from gateway.state.cache import ResponseCache
+from gateway.state.feedback import FeedbackStore, feedback_store
 from gateway.state.ratelimit import RateLimiter
 from gateway.state.redis import RedisState
 from gateway.upstream.catalog import ModelCatalog
@@ -47,6 +48,7 @@ class Snapshot:
     state: StateBackend
     cache: ResponseCache
     limiter: RateLimiter
+    feedback: FeedbackStore
 
 
 @dataclass(slots=True)
@@ -86,6 +88,7 @@ class Runtime:
         pool = UpstreamPool(config.settings.upstreams, metrics)
         self.resilience = Resilience(config.settings.resilience, metrics)
         self.store_health = StoreHealth(metrics)
+        self._feedback: tuple[StateBackend, FeedbackStore] | None = None
         self.current = self._snapshot(config, pool, self._catalog(config, pool), _state(config, metrics))
         self.started = False
         #: Set by ``create_app`` when settings have ``tracing``; None keeps spans off the request path.
@@ -104,7 +107,15 @@ class Runtime:
             state=state,
             cache=ResponseCache(state, settings.cache, self.metrics),
             limiter=RateLimiter(state, settings.rate_limits, self.metrics),
+            feedback=self._feedback_on(state, config),
         )
+
+    def _feedback_on(self, state: StateBackend, config: Config) -> FeedbackStore:
+        """One feedback store per state backend, so remembered requests survive a reload."""
+        if self._feedback is None or self._feedback[0] is not state:
+            settings = config.settings.feedback
+            self._feedback = (state, feedback_store(state, settings.remember_s, settings.max_remembered))
+        return self._feedback[1]
 
     @property
     def config(self) -> Config:
@@ -157,6 +168,7 @@ class Runtime:
                 await old.catalog.close()
                 await old.upstreams.close()
             if close_state:
+                await old.feedback.close()
                 await old.state.close()
 
         task = asyncio.get_running_loop().create_task(close_later())
@@ -180,9 +192,11 @@ class Runtime:
                 await old.catalog.close()
                 await old.upstreams.close()
             if close_state:
+                await old.feedback.close()
                 await old.state.close()
         self._retired.clear()
         await self.current.catalog.close()
         await self.current.upstreams.close()
+        await self.current.feedback.close()
         await self.current.state.close()
         self.resources.close()

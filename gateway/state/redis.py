@@ -78,6 +78,15 @@ class RedisState:
             log.warning("redis %s failed: %s", op, exc.__class__.__name__)
             raise StateUnavailable(f"redis {op} failed: {exc.__class__.__name__}") from exc
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The shared client, for stores built on this backend (``gateway.state.feedback``)."""
+        return self._client
+
+    async def guarded(self, op: str, work: Awaitable[_T]) -> _T:
+        """Run ``work`` under this backend's deadline and fault skipping. Raises ``StateUnavailable``."""
+        return await self._run(op, work)
+
     async def cache_get(self, key: str) -> bytes | None:
         value: Any = await self._run("cache_get", self._client.get(self.prefix + "cache:" + key))
         return value if isinstance(value, bytes) else None

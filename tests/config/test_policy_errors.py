@@ -313,6 +313,42 @@ CASES: dict[str, tuple[dict[str, str | bytes], list[str]]] = {
             "'^(user|header:[A-Za-z0-9-]{1,64}|metadata:[A-Za-z_][A-Za-z0-9_]{0,63})$'"
         ],
     ),
+    "experiment on a policy without variants": (
+        {"policies/p.yaml": "upstream_model: m\nexperiment: {metric: resolved}\n"},
+        ["policies/p.yaml:1:1: experiment needs at least two variants"],
+    ),
+    "experiment floor leaving nothing to adapt": (
+        {
+            "policies/p.yaml": "upstream_model: m\nvariants: [{name: a, weight: 1}, {name: b, weight: 1}, "
+            "{name: c, weight: 1}]\nexperiment: {metric: resolved, floor: 0.4}\n"
+        },
+        ["policies/p.yaml:1:1: experiment floor times the number of variants must stay below 1"],
+    ),
+    "shadow naming no variant": (
+        {"policies/p.yaml": "upstream_model: m\nvariants: [{name: a, weight: 1}]\nshadow: {variant: c}\n"},
+        ["policies/p.yaml:1:1: shadow variant 'c' is not one of the variants"],
+    ),
+    "experiment metric the policy does not take": (
+        {
+            "policies/p.yaml": "upstream_model: m\nvariants: [{name: a, weight: 1}, {name: b, weight: 1}]\n"
+            "feedback_metrics: [stars]\nexperiment: {metric: resolved}\n"
+        },
+        ["policies/p.yaml:1:1: experiment metric 'resolved' is not in feedback_metrics"],
+    ),
+    "feedback metric that is not an identifier": (
+        {"policies/p.yaml": "upstream_model: m\nfeedback_metrics: [Stars]\n"},
+        [
+            "policies/p.yaml:2:19: feedback_metrics: 'Stars' is not a metric name "
+            "(lowercase letters, digits, _; at most 40)"
+        ],
+    ),
+    "variant overriding the experiment": (
+        {
+            "policies/p.yaml": "upstream_model: m\nvariants:\n  - {name: a, weight: 1, experiment: {metric: x}}\n"
+            "  - {name: b, weight: 1}\n"
+        },
+        ["policies/p.yaml:3:5: variants[0]: 'experiment' cannot be overridden by a variant"],
+    ),
 }
 
 

@@ -629,6 +629,8 @@ def test_dashboard_structure() -> None:
         "prefit_rate_limited_total",
         "prefit_retrieval_errors_total",
         "prefit_usage_missing_total",
+        "prefit_feedback_value_sum",
+        "prefit_experiment_share",
     ):
         assert needle in text, f"the dashboard has no query with {needle}"
 
@@ -679,6 +681,9 @@ UNSAMPLED_LABELS = {
     "prefit_usage_missing": {"policy", "variant", "upstream"},
     "prefit_state_errors": {"backend", "op"},
     "prefit_cost_usd": {"policy", "variant", "model"},
+    "prefit_experiment_share": {"policy", "variant"},
+    "prefit_shadow": {"policy", "result"},
+    "prefit_captured": {"policy", "result"},
 }
 
 
@@ -705,6 +710,8 @@ def scraped(start_gateway: Callable[..., GatewayProcess], fake_upstream: FakeUps
     with client.stream("POST", "/chat/completions", json=stream) as response:
         assert response.status_code == 200
         assert "[DONE]" in "".join(response.iter_text())
+    feedback = {"request_id": response.headers["x-prefit-request-id"], "metric": "thumbs_up", "value": True}
+    assert client.post("/feedback", json=feedback).status_code == 204
     (gateway.workdir / "policies" / "extra.yaml").write_text("upstream_model: gpt-4o-mini\n")
     wait_for(lambda: 'prefit_config_reloads_total{result="success"}' in gateway.metrics(), "a reload", timeout=20.0)
     client.close()
