@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gateway.policy import ExperimentSpec
 from gateway.state.feedback import ArmCounts
+
+if TYPE_CHECKING:  # numpy is imported when an experiment is first summarised, not at start-up
+    import numpy as np
 
 __all__ = ["DECIDED_AT", "ArmSummary", "allocate", "summarise", "winner"]
 
@@ -43,12 +45,16 @@ class ArmSummary:
 
 
 def _draws(arms: Sequence[ArmCounts], rng: np.random.Generator) -> np.ndarray:
+    import numpy as np
+
     alpha = np.array([1 + arm.successes for arm in arms], dtype=float)
     beta = np.array([1 + arm.failures for arm in arms], dtype=float)
     return rng.beta(alpha, beta, size=(_DRAWS, len(arms)))
 
 
 def _p_best(draws: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     best = np.argmax(draws, axis=1)
     shares: np.ndarray = np.bincount(best, minlength=draws.shape[1]) / draws.shape[0]
     return shares
@@ -56,6 +62,8 @@ def _p_best(draws: np.ndarray) -> np.ndarray:
 
 def summarise(variants: Sequence[str], counts: Mapping[str, ArmCounts], seed: int | None = None) -> list[ArmSummary]:
     """Each arm's samples, posterior mean, 95% interval and probability of being best."""
+    import numpy as np
+
     arms = [counts.get(name, ArmCounts()) for name in variants]
     draws = _draws(arms, np.random.default_rng(seed))
     p_best = _p_best(draws)

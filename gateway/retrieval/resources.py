@@ -15,19 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.retrieval.embedding import Embedder, EmbeddingError, SentenceEmbedder, default_cache_dir
 from gateway.retrieval.remote import UpstreamEmbedder
 from gateway.retrieval.sparse import SparseEncoder
-from gateway.retrieval.vectors import (
-    VectorStore,
-    VectorStoreError,
-    VectorStoreLocked,
-    VectorStoreUnreachable,
-    mismatch,
-)
+from gateway.retrieval.store_errors import VectorStoreError, VectorStoreLocked, VectorStoreUnreachable, mismatch
 from gateway.settings import EmbeddingSettings, QdrantSettings, Settings, UpstreamSettings
 from middleware.base import Passage, ResourceError
+
+if TYPE_CHECKING:
+    from gateway.retrieval.vectors import VectorStore
 
 __all__ = ["NO_RESOURCES", "ResourceHub", "Unavailable"]
 
@@ -116,6 +114,9 @@ class ResourceHub:
             return self._embedder
 
     def store(self) -> VectorStore:
+        """The vector store, opened on first use (qdrant-client is imported only then)."""
+        from gateway.retrieval.vectors import VectorStore
+
         with self._lock:
             if self._store is None:
                 spec = self._qdrant or QdrantSettings()

@@ -31,6 +31,7 @@ from qdrant_client import QdrantClient, models
 
 from gateway.retrieval.exact import DENSE, SPARSE, Hit, Matrix, depth
 from gateway.retrieval.sparse import SparseVector
+from gateway.retrieval.store_errors import VectorStoreError, VectorStoreLocked, VectorStoreUnreachable, mismatch
 from gateway.retrieval.threads import ThreadLane
 
 __all__ = [
@@ -54,22 +55,6 @@ _SCROLL_PAGE = 1024
 _EMBEDDER_KEY = "prefit_embedder"  # collection metadata: which embedder made the vectors
 _T = TypeVar("_T")
 _Vector = Sequence[float]
-
-
-class VectorStoreError(RuntimeError):
-    """The vector store cannot be opened or searched, or a collection does not fit the request."""
-
-
-class VectorStoreLocked(VectorStoreError):
-    """Another process holds the embedded storage folder."""
-
-
-class VectorStoreUnreachable(VectorStoreError):
-    """A Qdrant server did not answer: refused, unresolvable, or (``timed_out``) too slow."""
-
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -420,14 +405,6 @@ def _stored(point: Point, hybrid: bool) -> models.VectorStruct:
     if point.sparse is not None and point.sparse.indices:
         named[SPARSE] = models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
     return named
-
-
-def mismatch(name: str, recorded: str, current: str) -> str:
-    """Why a collection cannot be used with this embedder."""
-    return (
-        f"collection {name!r} was made by embedder {recorded!r}, but this gateway embeds with {current!r}; "
-        "vectors of two models cannot be compared: set embedding back, or ingest into a new collection"
-    )
 
 
 def _match(conditions: Mapping[str, str]) -> models.Filter:
