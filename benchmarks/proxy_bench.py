@@ -379,8 +379,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("wrk is not installed (apt-get install -y wrk); use --loadgen python")
     if args.source is not None:
         args.source = args.source.resolve()
-        if not (args.source / "gateway" / "cli.py").is_file():
-            parser.error(f"--source {args.source} has no gateway/cli.py")
+        gateway = args.source / "gateway"
+        if not ((gateway / "cli.py").is_file() or (gateway / "cli" / "__init__.py").is_file()):
+            parser.error(f"--source {args.source} has no gateway/cli")
     if args.profile is not None:
         if pyspy_path() is None:
             parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
