@@ -2,13 +2,16 @@
 move when other processes load the machine, so two revisions can be compared on a busy host.
 
     .venv/bin/python benchmarks/instructions.py [--rev GIT_REV | --source DIR] [--requests 300]
-        [--stream] [--json out.json]
+        [--stream] [--api chat|responses] [--json out.json]
 
 It starts the same fast fake upstream and ``bench-bot`` policy as ``proxy_bench.py`` (a system
 prompt, parameters, no cache), starts ``prefit serve`` under ``valgrind --tool=callgrind`` with
 instrumentation off, warms the gateway up, turns instrumentation on for exactly ``--requests``
 sequential chat completions (``callgrind_control``), and divides the instructions counted by the
 requests. Wall-clock figures under valgrind mean nothing; the instruction count is what to compare.
+``--api responses`` sends the same question to ``POST /v1/responses`` instead (the upstream set to
+``responses_api: translate``, since the fake upstream speaks chat), so the Responses path's cost
+stands beside the chat path's.
 Debian packages ``valgrind`` (callgrind_control comes with it). Only 127.0.0.1 is used.
 """
 
@@ -29,6 +32,10 @@ from processes import Children, wait_for_json_line
 from proxy_bench import CHAT_PATH, HOST, REQUEST_BODY, check_reply, gateway_source, start_upstream, write_gateway_config
 
 _STREAM_BODY = REQUEST_BODY[:-1] + b',"stream":true}'
+_RESPONSES_PATH = "/v1/responses"
+_RESPONSES_BODY = json.dumps(
+    {"model": "bench-bot", "input": "Reply with one short, friendly greeting.", "user": "bench"}, separators=(",", ":")
+).encode()
 
 
 def _request(url: str, body: bytes) -> None:
@@ -61,6 +68,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     with Children() as children:
         upstream_port = start_upstream(children, workdir, None)
         settings = write_gateway_config(workdir, upstream_port, access_log=True, cache=False)
+        if args.api == "responses":
+            text = settings.read_text().replace(
+                "sk-bench-not-a-real-key}", "sk-bench-not-a-real-key, responses_api: translate}"
+            )
+            settings.write_text(text)
         source, env = gateway_source(args, workdir)
         log_path = workdir / "prefit.log"
         command = [
@@ -81,9 +93,14 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         ]
         proc = children.start(command, log_path=log_path, cwd=workdir, cpu=None, env=env)
         port = int(wait_for_json_line(log_path, proc, "prefit listening on", "prefit serve", timeout_s=600)["port"])
-        url = f"http://{HOST}:{port}{CHAT_PATH}"
-        check_reply(url, expect_policy="bench-bot")
-        body = _STREAM_BODY if args.stream else REQUEST_BODY
+        if args.api == "responses":
+            url = f"http://{HOST}:{port}{_RESPONSES_PATH}"
+            body = _RESPONSES_BODY[:-1] + b',"stream":true}' if args.stream else _RESPONSES_BODY
+            _request(url, body)
+        else:
+            url = f"http://{HOST}:{port}{CHAT_PATH}"
+            check_reply(url, expect_policy="bench-bot")
+            body = _STREAM_BODY if args.stream else REQUEST_BODY
         for _ in range(args.warmup):
             _request(url, body)
         _callgrind_control("--instr=on", str(proc.pid))
@@ -98,6 +115,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "gateway": source,
         "requests": args.requests,
         "stream": args.stream,
+        "api": args.api,
         "instructions": instructions,
         "instructions_per_request": round(instructions / args.requests),
         "seconds_under_valgrind": round(elapsed, 1),
@@ -109,6 +127,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=300, help="requests counted (default: 300)")
     parser.add_argument("--warmup", type=int, default=50, help="requests before counting (default: 50)")
     parser.add_argument("--stream", action="store_true", help="streamed chat completions instead of whole ones")
+    parser.add_argument("--api", choices=["chat", "responses"], default="chat", help="which endpoint (default: chat)")
     parser.add_argument("--rev", default=None, help="count this git revision (via git archive), not the work tree")
     parser.add_argument("--source", type=Path, default=None, help="count the gateway code in this directory")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
