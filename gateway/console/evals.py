@@ -101,6 +101,10 @@ class VariantRow:
     slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     confusion: dict[str, dict[str, int]] | None = None
     clusters: list[dict[str, Any]] = field(default_factory=list)
+    #: A chain's items with every step's output (and step scores), for the per-step table.
+    step_items: list[dict[str, Any]] = field(default_factory=list)
+    step_names: list[str] = field(default_factory=list)
+    step_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def confusion_columns(self) -> list[str]:
@@ -165,7 +169,25 @@ def _variant(name: str, data: dict[str, Any], metrics: list[str]) -> VariantRow:
         failed_items=failed[:_MAX_FAILED_ITEMS],
         prompt_version=str(data.get("prompt_version") or ""),
         **_analysis(data),
+        **_steps(data, items),
     )
+
+
+def _steps(data: dict[str, Any], items: list[Any]) -> dict[str, Any]:
+    """What a chain's steps said for each item (``steps`` per item), the step names in first-seen
+    order, and the per-step scores; empty for runs of single prompts."""
+    with_steps = [i for i in items if isinstance(i, dict) and isinstance(i.get("steps"), dict) and i["steps"]]
+    if not with_steps:
+        return {}
+    names: list[str] = []
+    for item in with_steps:
+        names.extend(name for name in item["steps"] if name not in names)
+    scores = data.get("step_scores")
+    return {
+        "step_items": with_steps[:_MAX_FAILED_ITEMS],
+        "step_names": names,
+        "step_scores": scores if isinstance(scores, dict) else {},
+    }
 
 
 def _analysis(data: dict[str, Any]) -> dict[str, Any]:

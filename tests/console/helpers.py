@@ -72,6 +72,30 @@ def eval_run(cost: bool = True) -> dict[str, object]:
     }
 
 
+def chain_run() -> dict[str, object]:
+    """A stored run of a chain: every item carries what each step said, and step scores."""
+    items = [
+        {
+            "id": "t1",
+            "input": "Ann loved the cafe; Bob hated the bus.",
+            "expected": "mixed",
+            "output": "mixed",
+            "scores": {"exact_match": 1.0},
+            "error": None,
+            "steps": {
+                "extract": {"output": '{"entities": ["Ann", "Bob"]}', "json": {"entities": ["Ann", "Bob"]}},
+                "classify": {"output": "positive\nnegative", "json": ["positive", "negative"]},
+                "summarise": {"output": "mixed", "json": None},
+            },
+            "expected_steps": {"extract": ["Ann", "Bob"]},
+            "step_scores": {"extract": {"exact_match": 1.0}},
+        }
+    ]
+    variant = {"n": 1, "scores": {"exact_match": 1.0}, "interval": [0.21, 1.0], "items": items,
+               "step_scores": {"extract": {"exact_match": 1.0}}}  # fmt: skip
+    return {"policy": "ab", "dataset": "evals/chain.jsonl", "variants": {"chain": variant}, "saved_at": 1767268801.0}
+
+
 def console_files(upstream_url: str, *, admin: bool = True) -> dict[str, str]:
     keys = f"admin_keys: [{ADMIN_KEY}]\nkeys: [{GATEWAY_KEY}]\n" if admin else ""
     return {
@@ -96,6 +120,7 @@ def console_files(upstream_url: str, *, admin: bool = True) -> dict[str, str]:
         "retrieval: {collection: docs, top_k: 3, min_score: 0.4}\n",
         f".prefit/eval-runs/{RUN_NAME}": orjson.dumps(eval_run(), option=orjson.OPT_INDENT_2).decode(),
         ".prefit/eval-runs/ab-20251231T000000Z.json": orjson.dumps(eval_run(cost=False)).decode(),
+        ".prefit/eval-runs/ab-chain-20260101T000001Z.json": orjson.dumps(chain_run()).decode(),
     }
 
 

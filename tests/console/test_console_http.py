@@ -221,6 +221,18 @@ def test_eval_runs_list_and_a_saved_run(admin: httpx.Client) -> None:
     assert admin.get("/console/evals/nothing.json").status_code == 404
 
 
+def test_a_chain_run_shows_every_step_of_every_item(admin: httpx.Client) -> None:
+    page = admin.get("/console/evals/ab-chain-20260101T000001Z.json").text
+    assert "every chain step, item by item" in page
+    for step in ("extract", "classify", "summarise"):
+        assert f"<th>{step}</th>" in page
+    assert "{&#34;entities&#34;: [&#34;Ann&#34;, &#34;Bob&#34;]}" in page
+    assert "positive\nnegative" in page
+    assert "<code>extract</code> exact_match 1.000" in page
+    plain = admin.get(f"/console/evals/{RUN_NAME}").text
+    assert "every chain step" not in plain
+
+
 def test_live_stats_count_the_gateway_traffic(gateway: GatewayProcess, admin: httpx.Client) -> None:
     for _ in range(3):
         httpx.post(
