@@ -111,6 +111,11 @@ class Metrics:
         self.upstream_errors = _Family(
             Counter("prefit_upstream_errors", "Failed upstream calls by reason.", ["upstream", "reason"], registry=r)
         )
+        self.spans_dropped = Counter(
+            "prefit_trace_spans_dropped",
+            "Trace spans dropped because the exporter's queue was full (a slow or absent collector).",
+            registry=r,
+        )
         self.config_reloads = _Family(
             Counter("prefit_config_reloads", "Configuration reloads by result.", ["result"], registry=r)
         )

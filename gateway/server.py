@@ -106,5 +106,5 @@ def _tracing(runtime: Runtime) -> list[Middleware]:
         return []
     from gateway.serving.tracing import Tracing, TracingMiddleware
 
-    runtime.tracing = Tracing(settings)
+    runtime.tracing = Tracing(settings, runtime.metrics)
     return [Middleware(TracingMiddleware, tracing=runtime.tracing)]

@@ -4,27 +4,31 @@ Only built when settings have ``tracing``; without it nothing here is imported b
 path and no span is created. Spans follow the GenAI semantic conventions (``gen_ai.*``) plus
 ``prefit.policy``, ``prefit.variant`` and ``prefit.prompt_version``; they never carry prompt or
 completion text. A client's ``traceparent`` is continued. The SDK's ``BatchSpanProcessor`` exports
-from its own thread with a bounded queue, so a slow or absent collector drops spans instead of
-slowing requests.
+from its own thread; in front of it ``_Backlog`` bounds the spans waiting for export at
+``max_queue_size``, so a slow or absent collector drops spans (counted in
+``prefit_trace_spans_dropped_total``) instead of slowing requests or growing memory.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.engine.record import Exchange
+from gateway.metrics import Metrics
 from gateway.settings import TracingSettings
 from middleware.base import close_stream
 
@@ -34,16 +38,77 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _NS = 1_000_000_000
 
 
+class _Backlog(SpanProcessor):
+    """Spans handed to the batch processor and not yet exported, at most ``limit``: past it a span is
+    dropped and counted. The batch processor would drop too, but silently; this one says so."""
+
+    def __init__(self, inner: SpanProcessor, limit: int, metrics: Metrics | None) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._metrics = metrics
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def exported(self, count: int) -> None:
+        with self._lock:
+            self._pending = max(0, self._pending - count)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._lock:
+            full = self._pending >= self._limit
+            if not full:
+                self._pending += 1
+        if full:
+            if self._metrics is not None:
+                self._metrics.spans_dropped.inc()
+            return
+        self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _Counted(SpanExporter):
+    """The OTLP exporter, telling the backlog how many spans left it (exported or failed)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self.backlog: _Backlog | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            return self._inner.export(spans)
+        finally:
+            if self.backlog is not None:
+                self.backlog.exported(len(spans))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 class Tracing:
     """The tracer of one gateway process and the spans serving opens with it."""
 
-    def __init__(self, settings: TracingSettings) -> None:
+    def __init__(self, settings: TracingSettings, metrics: Metrics | None = None) -> None:
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": settings.service_name}),
             sampler=ParentBased(TraceIdRatioBased(settings.sample)),
         )
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, timeout=10)
-        self.provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=settings.max_queue_size))
+        exporter = _Counted(OTLPSpanExporter(endpoint=settings.otlp_endpoint, timeout=10))
+        # The batch processor's own queue is larger than the backlog's bound, so it never drops silently.
+        queue = settings.max_queue_size * 2
+        batch = BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=min(512, queue))
+        exporter.backlog = _Backlog(batch, settings.max_queue_size, metrics)
+        self.provider.add_span_processor(exporter.backlog)
         self.tracer = self.provider.get_tracer("prefit")
 
     def shutdown(self) -> None:
