@@ -164,12 +164,7 @@ class Runtime:
 
         async def close_later() -> None:
             await asyncio.sleep(longest + _RETIRE_GRACE_S)
-            if close_pool:
-                await old.catalog.close()
-                await old.upstreams.close()
-            if close_state:
-                await old.feedback.close()
-                await old.state.close()
+            await _close(old, pool=close_pool, state=close_state)
 
         task = asyncio.get_running_loop().create_task(close_later())
         self._retiring.add(task)
@@ -188,15 +183,17 @@ class Runtime:
         for task in list(self._retiring):
             task.cancel()
         for old, close_pool, close_state in self._retired:
-            if close_pool:
-                await old.catalog.close()
-                await old.upstreams.close()
-            if close_state:
-                await old.feedback.close()
-                await old.state.close()
+            await _close(old, pool=close_pool, state=close_state)
         self._retired.clear()
-        await self.current.catalog.close()
-        await self.current.upstreams.close()
-        await self.current.feedback.close()
-        await self.current.state.close()
+        await _close(self.current, pool=True, state=True)
         self.resources.close()
+
+
+async def _close(snapshot: Snapshot, *, pool: bool, state: bool) -> None:
+    """Close what a replaced snapshot alone held: its upstream pool (and catalog), its state clients."""
+    if pool:
+        await snapshot.catalog.close()
+        await snapshot.upstreams.close()
+    if state:
+        await snapshot.feedback.close()
+        await snapshot.state.close()

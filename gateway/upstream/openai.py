@@ -146,15 +146,18 @@ class OpenAIUpstream:
         )
         return self._json_object(raw)
 
-    def _json_object(self, raw: bytes) -> dict[str, Any]:
+    def _json_object(self, raw: bytes, what: str = "answer") -> dict[str, Any]:
+        """``raw`` as a JSON object; anything else is this upstream's fault. Raises ``UpstreamError``."""
         try:
-            reply = orjson.loads(raw)
+            parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             self._metrics.count_upstream_error(self.name, "invalid_json")
-            raise UpstreamError(f"upstream {self.name!r} answered with invalid JSON") from None
-        if not isinstance(reply, dict):
-            raise UpstreamError(f"upstream {self.name!r} answered with a JSON {type(reply).__name__}, not an object")
-        return reply
+            raise UpstreamError(f"upstream {self.name!r} sent an {what} that is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise UpstreamError(
+                f"upstream {self.name!r} sent an {what} that is a JSON {type(parsed).__name__}, not an object"
+            )
+        return parsed
 
     async def open_stream(
         self, path: str, body: bytes, request_id: str, timeout_s: float | None = None
@@ -225,13 +228,7 @@ class OpenAIUpstream:
             self._observe(start)
 
     def _json_event(self, payload: bytes, *, whole_reply: bool) -> dict[str, Any]:
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self._metrics.count_upstream_error(self.name, "invalid_json")
-            raise UpstreamError(f"upstream {self.name!r} sent an event that is not JSON") from None
-        if not isinstance(event, dict):
-            raise UpstreamError(f"upstream {self.name!r} sent an event that is not a JSON object")
+        event = self._json_object(payload, "event")
         if event.get("error"):
             self._metrics.count_upstream_error(self.name, "stream_error")
             detail = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
