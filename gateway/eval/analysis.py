@@ -27,7 +27,9 @@ MISSING = "(none)"
 KINDS = ("format", "content", "error")
 _MAX_LABELS = 20
 _MAX_OUTPUTS = 5
-_REFUSAL = re.compile(r"^\W*(i'?m sorry|sorry,|i (can ?not|can't|won't|am unable|'m unable)|as an ai)\b", re.I)
+_REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry,|i (can ?not|can't|won't|am unable|'m unable)|as an ai)\b", re.I
+)
 
 
 def passed(result: ItemResult, metric: str) -> bool:
@@ -47,16 +49,19 @@ def _not_json_as_asked(output: str, schema: dict[str, Any] | None, expected: Any
     return schema is not None and not jsonschema.Draft202012Validator(schema).is_valid(value)
 
 
+def malformed(output: str, expected: Any, schema: dict[str, Any] | None = None) -> bool:
+    """Whether an answer failed on its form: empty, a refusal, or not the JSON that was asked for.
+    The one test of a format failure, for live reports and for runs read back (``signals``)."""
+    return not output.strip() or bool(_REFUSAL.match(output)) or _not_json_as_asked(output, schema, expected)
+
+
 def failure_kind(result: ItemResult, metric: str, schema: dict[str, Any] | None = None) -> str | None:
     """``format``, ``content`` or ``error`` for a failed item; None when it passed."""
     if result.error is not None:
         return "error"
     if passed(result, metric):
         return None
-    output = result.output
-    if not output.strip() or _REFUSAL.match(output) or _not_json_as_asked(output, schema, result.item.expected):
-        return "format"
-    return "content"
+    return "format" if malformed(result.output, result.item.expected, schema) else "content"
 
 
 def mark_failures(results: list[ItemResult], metric: str, schema: dict[str, Any] | None = None) -> None:

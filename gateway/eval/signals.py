@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from gateway.eval.analysis import malformed
 from gateway.eval.stats import wilson
 
 __all__ = [
@@ -35,7 +34,6 @@ MANY_LABELLED = 100
 GOOD_ENOUGH = 0.95
 #: The best arm's prompt tokens per call over the leanest arm's, from which examples dominate its cost.
 EXAMPLE_HEAVY = 3.0
-_REFUSALS = ("i can't", "i cannot", "i'm sorry", "i am sorry", "as an ai", "i am unable", "i'm unable")
 
 
 def failure_kind(item: dict[str, Any], labels: set[str] | None, metric: str) -> str | None:
@@ -43,7 +41,8 @@ def failure_kind(item: dict[str, Any], labels: set[str] | None, metric: str) -> 
     ``content`` (well-formed but wrong), or None for a right answer.
 
     A run stored by today's ``prefit eval`` carries each item's kind (``failure``, from
-    ``gateway.eval.analysis``); older runs are classified here the same way."""
+    ``gateway.eval.analysis``); older runs are classified with the same ``malformed`` test, plus
+    an answer outside the label set."""
     if "failure" in item:
         kind = item["failure"]
         return kind if isinstance(kind, str) else None
@@ -52,15 +51,10 @@ def failure_kind(item: dict[str, Any], labels: set[str] | None, metric: str) -> 
     if item.get("scores", {}).get(metric, 0.0) >= 0.5:
         return None
     output = str(item.get("output") or "").strip()
-    if not output or output.casefold().startswith(_REFUSALS):
-        return "format"
     expected = item.get("expected")
-    if isinstance(expected, (dict, list)):
-        try:
-            orjson.loads(output)
-        except orjson.JSONDecodeError:
-            return "format"
-    elif labels is not None and output.casefold() not in labels:
+    if malformed(output, expected):
+        return "format"
+    if not isinstance(expected, dict | list) and labels is not None and output.casefold() not in labels:
         return "format"
     return "content"
 
