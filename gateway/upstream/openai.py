@@ -119,6 +119,15 @@ class OpenAIUpstream:
     def _observe(self, start: float) -> None:
         self._metrics.observe_upstream(self.name, time.perf_counter() - start)
 
+    def _end(self, response: aiohttp.ClientResponse, finished: bool, start: float) -> None:
+        """A read body's end: a finished reply's connection back to the pool, a body left part-way
+        closed (so the upstream stops sending), and the call's duration observed."""
+        if finished:
+            response.release()
+        else:
+            response.close()
+        self._observe(start)
+
     # -- calls -------------------------------------------------------------------------------
 
     async def _read(
@@ -221,11 +230,7 @@ class OpenAIUpstream:
                         if payload != SSE_DONE:
                             yield self._json_event(payload, whole_reply=False)
         finally:
-            if finished:
-                response.release()
-            else:
-                response.close()
-            self._observe(start)
+            self._end(response, finished, start)
 
     def _json_event(self, payload: bytes, *, whole_reply: bool) -> dict[str, Any]:
         event = self._json_object(payload, "event")
@@ -278,11 +283,7 @@ class OpenAIUpstream:
                 if rest := scrubber.flush():
                     yield rest
         finally:
-            if finished:
-                response.release()
-            else:
-                response.close()
-            self._observe(start)
+            self._end(response, finished, start)
 
     async def list_models(self, request_id: str) -> list[dict[str, Any]]:
         """The upstream's ``GET /models`` list. Raises ``UpstreamError``."""
